@@ -1,0 +1,1 @@
+"""Board definitions and bitstream builds. Needs the ``build`` extra."""

@@ -1,0 +1,56 @@
+"""The ``qaccel`` command line.
+
+Each subcommand imports what it needs when it runs, so ``qaccel --help`` and the driver-side
+commands work on a base install (NumPy and pyserial only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+__all__ = ["main"]
+
+
+def _cmd_doctor(args):
+    from .doctor import main as doctor_main
+
+    return doctor_main()
+
+
+def _cmd_demo(args):
+    from .demo import main as demo_main
+
+    return demo_main(args)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="qaccel",
+        description="Open FPGA accelerator generator for quantized neural networks.")
+    parser.add_argument("--version", action="version", version=f"qaccel {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    doctor = sub.add_parser("doctor", help="report installed tools and what is missing")
+    doctor.set_defaults(func=_cmd_doctor)
+
+    demo = sub.add_parser("demo", help="run the end-to-end demo on the simulated accelerator")
+    demo.add_argument("--seed", type=int, default=None,
+                      help="seed of the random data (default: random, printed)")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("qaccel: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""qaccel gateware (Amaranth HDL 0.5). Needs the ``gateware`` extra."""
