@@ -346,11 +346,15 @@ class Capabilities(_Struct):
     outputs_bytes: int
     clock_hz: int
     baud: int               #: 0 when the link is the co-simulation byte stream
+    binary_max_k: int       #: longest binary reduction (bits) the binary engine holds
+    binary_max_n: int       #: most binary output channels the binary engine holds
+    max_thresholds: int     #: most thresholds per binary output channel
 
     _FIELDS = (("protocol_version", "B"), ("engines", "B"), ("rows", "B"), ("cols", "B"),
                ("pe", "B"), ("simd", "H"), ("dsp_backend", "B"), ("max_payload", "H"),
                ("weights_bytes", "I"), ("activations_bytes", "I"), ("params_bytes", "I"),
-               ("outputs_bytes", "I"), ("clock_hz", "I"), ("baud", "I"))
+               ("outputs_bytes", "I"), ("clock_hz", "I"), ("baud", "I"),
+               ("binary_max_k", "H"), ("binary_max_n", "H"), ("max_thresholds", "B"))
 
     DSP_BACKENDS = ("generic", "ice40", "ecp5", "dsp48e2")
 
