@@ -37,8 +37,11 @@ def build_parser():
     doctor.set_defaults(func=_cmd_doctor)
 
     demo = sub.add_parser("demo", help="run the end-to-end demo on the simulated accelerator")
-    demo.add_argument("--seed", type=int, default=None,
-                      help="seed of the random data (default: random, printed)")
+    demo.add_argument("--url", default="sim",
+                      help="accelerator to run on: 'sim' (default: the co-simulated RTL), "
+                           "'serial:/dev/ttyUSB1?baud=3000000', 'tcp://host:port'")
+    demo.add_argument("--plot", default="qaccel-demo.png", help="where to save the plot")
+    demo.add_argument("--json", default=None, help="also write the results as JSON here")
     demo.set_defaults(func=_cmd_demo)
     return parser
 
