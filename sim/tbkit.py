@@ -13,7 +13,7 @@ import os
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, current_gpi_trigger
 
 __all__ = ["CycleBudgetExceeded", "params", "TB", "wait_until", "signed"]
 
@@ -49,10 +49,13 @@ async def wait_until(clock, predicate, budget, what):
     Returns
     -------
     int
-        Cycles waited.
+        Cycles waited (0 if ``predicate()`` already holds). May be called in the read-only
+        phase, e.g. right after another wait returned.
     """
     for cycle in range(budget + 1):
-        await ReadOnly()
+        # Already in the read-only phase (e.g. right after another wait): values are final.
+        if not isinstance(current_gpi_trigger(), ReadOnly):
+            await ReadOnly()
         if predicate():
             return cycle
         await RisingEdge(clock)
