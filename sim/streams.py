@@ -93,7 +93,8 @@ class StreamSource(_StreamModel):
     async def wait_idle(self, budget):
         """Wait until everything queued has been transferred; at most ``budget`` cycles."""
         await wait_until(self.clock, self.idle, budget,
-                         f"{self.prefix}: {len(self.queue)} queued payloads to be accepted")
+                         lambda: f"{self.prefix}: {len(self.queue)} queued payloads still to "
+                                 f"be accepted")
 
     def clear(self):
         """Forget queued payloads and drop ``valid`` (for a reset in the middle of a stream)."""
@@ -165,7 +166,7 @@ class StreamMonitor(_StreamModel):
     async def wait_count(self, count, budget):
         """Wait until ``count`` payloads have been received; at most ``budget`` cycles."""
         await wait_until(self.clock, lambda: self.transfers >= count, budget,
-                         f"{self.prefix}: {count} payloads (have {self.transfers})")
+                         lambda: f"{self.prefix}: {count} payloads (have {self.transfers})")
 
 
 class StreamSink(StreamMonitor):

@@ -43,8 +43,9 @@ async def wait_until(clock, predicate, budget, what):
         Evaluated after each rising edge, once signals have settled.
     budget : int
         Most clock cycles to wait.
-    what : str
-        What is being waited for, for the error message.
+    what : str or callable
+        What is being waited for, for the error message (a callable is evaluated when the
+        budget runs out, so it can report the state at that moment).
 
     Returns
     -------
@@ -59,7 +60,7 @@ async def wait_until(clock, predicate, budget, what):
         if predicate():
             return cycle
         await RisingEdge(clock)
-    raise CycleBudgetExceeded(f"waited {budget} cycles for {what}")
+    raise CycleBudgetExceeded(f"waited {budget} cycles for {what() if callable(what) else what}")
 
 
 def _current_test_name():
