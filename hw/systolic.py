@@ -1,0 +1,360 @@
+"""Output-stationary INT8 systolic array with DSP packing.
+
+Computes one tile ``acc[m, n] = sum_k a[m, k] * w[k, n]`` (int8 operands, wrapping int32
+accumulators, bit-exact with :func:`qaccel.sw.golden.gemm_int8`) per command, for
+``M <= rows`` and ``N <= cols``.
+
+Dataflow
+--------
+Processing elements (PEs) sit on a ``rows x groups`` grid. A *group* is two adjacent output
+columns sharing one :class:`~qaccel.hw.dual_mac.DualMAC` (``packed=True``; an odd last column
+forms a group of one), or a single column with its own multiplier (``packed=False``).
+Activation ``a[i, k]`` enters row ``i`` at the left, skewed by ``i`` cycles, and moves one
+group to the right per cycle; it is the shared operand of the group's DualMAC, which is why
+columns are paired. Weights ``w[k, 2p]`` and ``w[k, 2p+1]`` enter group ``p`` at the top,
+skewed by ``p`` (the same skew for both columns of a pair), and move down one row per cycle.
+So PE ``(i, p)`` sees step ``k`` at cycle ``k + i + p`` and accumulates the products in fabric
+int32 registers, one per column.
+
+Why output-stationary: K is unbounded (up to ``max_k``) with no weight reload or partial-sum
+traffic, each result leaves the array exactly once, and the int32 results go straight to the
+requantizer. Every product is split out of the DSP and accumulated in fabric: K is arbitrary,
+so int32 accumulators are needed anyway, and in-DSP accumulation of the packed pair would have
+to stop every 7 products (the guard-bit limit of the 18-bit low field).
+
+Control tags ``first`` (clear the accumulator), ``last`` (copy the total to the PE's hold
+register) and ``end`` (last row of the tile) travel along each row, delayed by the multiplier
+latency, in step with the products. When ``last`` leaves row ``i``, the row's hold registers
+are complete and the row is emitted as one output transfer. The hold registers let the next
+tile start accumulating while the previous one drains.
+
+Flow control
+------------
+One enable freezes the whole array (operand skew, multipliers, accumulators, tags): it is
+low only when a finished row is waiting and the output cannot take it. The output goes
+through a :class:`~qaccel.hw.skid.SkidBuffer`, so that enable is a function of registers, not
+of ``o.ready``. When the activation or weight stream has no data the array does not stop: it
+injects a bubble (zero operands, no tags), so tiles in flight keep draining. Consecutive
+tiles' ``last`` steps are spaced at least ``tile_spacing = max(groups, rows)`` cycles apart
+(bubbles are inserted when a tile has fewer steps) so that a row's hold registers are read
+before the next tile overwrites them and two tiles' rows never finish in the same cycle.
+
+Streams
+-------
+``cmd``
+    One transfer per tile: ``k`` (steps, 0 to ``max_k``; 0 yields a tile of zeros without
+    consuming operands), ``m`` (active rows, 1 to ``rows``) and ``n`` (active columns, 1 to
+    ``cols``). ``m`` or ``n`` equal to 0 or above the array size mean the full size.
+``a``
+    ``k`` transfers per tile: the activation column ``a[:, k]``, ``rows`` int8 lanes; lanes
+    ``>= m`` are ignored.
+``w``
+    ``k`` transfers per tile: the weight row ``w[k, :]``, ``cols`` int8 lanes; lanes ``>= n``
+    are ignored. A step consumes one ``a`` and one ``w`` transfer together.
+``o``
+    ``m`` transfers per tile, rows in order ``0 .. m-1``: ``data`` (``cols`` int32 lanes,
+    lanes ``>= n`` are 0), ``row`` and ``last`` (set on row ``m - 1``).
+"""
+
+import functools
+import operator
+
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .dual_mac import BACKENDS, LATENCY, DualMAC, SingleMultiplier
+from .skid import SkidBuffer
+
+__all__ = ["SystolicArray", "MAX_K"]
+
+#: Largest K whose int32 accumulation can never wrap (``golden.GEMM_INT8_MAX_K_NO_WRAP``).
+MAX_K = 131071
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, not {value!r}")
+    return value
+
+
+class SystolicArray(wiring.Component):
+    """Output-stationary ``rows x cols`` INT8 systolic array (see the module documentation).
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array size: ``rows`` output rows (activation lanes) and ``cols`` output columns
+        (weight lanes) computed at once.
+    backend : {"dsp48e2", "ice40", "ecp5", "generic"}
+        Multiplier implementation of the column pairs (:class:`~qaccel.hw.dual_mac.DualMAC`).
+    packed : bool
+        ``True``: two columns per DualMAC (one multiplier block per pair on ``dsp48e2`` and
+        ``ice40``). ``False``: one inferred multiplier per column (the unpacked reference).
+    primitive : bool or None
+        Passed to :class:`~qaccel.hw.dual_mac.DualMAC` (``dsp48e2``: real ``DSP48E2`` or the
+        behavioural model).
+    max_k : int
+        Largest K a command can ask for; sets the width of ``cmd.payload.k``. The default,
+        131071, is the largest K whose int32 sums can never wrap.
+
+    Members
+    -------
+    cmd : ``In(stream.Signature(cmd_layout))``
+    a : ``In(stream.Signature(ArrayLayout(signed(8), rows)))``
+    w : ``In(stream.Signature(ArrayLayout(signed(8), cols)))``
+    o : ``Out(stream.Signature(out_layout))``
+
+    Attributes
+    ----------
+    groups : list of list of int
+        Output columns of each PE column (pairs when packed).
+    mac_latency : int
+        Latency of the multiplier units.
+    tile_spacing : int
+        Minimum cycles between two tiles' last steps.
+    latency : int
+        Cycles from the transfer of a tile's last ``a``/``w`` step to the transfer of its first
+        output row, with no stalls.
+    """
+
+    def __init__(self, rows, cols, *, backend="generic", packed=True, primitive=None,
+                 max_k=MAX_K):
+        self.rows = _positive_int("rows", rows)
+        self.cols = _positive_int("cols", cols)
+        if not isinstance(backend, str):
+            raise TypeError(f"backend must be a string, not {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; not {backend!r}")
+        if not isinstance(packed, bool):
+            raise TypeError(f"packed must be True or False, not {packed!r}")
+        if primitive is not None and not isinstance(primitive, bool):
+            raise TypeError(f"primitive must be None, True or False, not {primitive!r}")
+        self.max_k = _positive_int("max_k", max_k)
+        self.backend = backend
+        self.packed = packed
+        self.primitive = primitive
+
+        if packed:
+            self.groups = [list(range(j, min(j + 2, cols))) for j in range(0, cols, 2)]
+            self.mac_latency = LATENCY[backend]
+        else:
+            self.groups = [[j] for j in range(cols)]
+            self.mac_latency = 2
+        self.tile_spacing = max(len(self.groups), rows)
+
+        self.cmd_layout = data.StructLayout({
+            "k": unsigned(self.max_k.bit_length()),
+            "m": unsigned(rows.bit_length()),
+            "n": unsigned(cols.bit_length()),
+        })
+        self.a_layout = data.ArrayLayout(signed(8), rows)
+        self.w_layout = data.ArrayLayout(signed(8), cols)
+        self.out_layout = data.StructLayout({
+            "data": data.ArrayLayout(signed(32), cols),
+            "row": unsigned(max(1, (rows - 1).bit_length())),
+            "last": 1,
+        })
+        super().__init__({
+            "cmd": In(stream.Signature(self.cmd_layout)),
+            "a": In(stream.Signature(self.a_layout)),
+            "w": In(stream.Signature(self.w_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+        })
+
+    # -- cycle model ---------------------------------------------------------------------
+
+    @property
+    def pes(self):
+        """MAC lanes (``rows * cols``): the products computed per cycle at full rate."""
+        return self.rows * self.cols
+
+    @property
+    def multiplier_units(self):
+        """Multiplier units instantiated (DualMACs or single multipliers)."""
+        return self.rows * len(self.groups)
+
+    @property
+    def latency(self):
+        # skew and operand hops to the last group (groups), multiplier, accumulator and
+        # row-done registers (1), output skid register (1)
+        return len(self.groups) + self.mac_latency + 2
+
+    def tile_cycles(self, k, m=None):
+        """Clock cycles from the ``cmd`` transfer to the transfer of the tile's last output
+        row, for an isolated tile with operands and output always ready."""
+        m = self.rows if m is None else m
+        return max(k, 1) + self.latency + m - 1
+
+    def cycles_per_tile(self, k):
+        """Cycles per tile in steady state (back-to-back commands, no stalls)."""
+        return max(k, 1, self.tile_spacing)
+
+    # -- gateware ------------------------------------------------------------------------
+
+    def _unit(self, group):
+        if not self.packed:
+            return SingleMultiplier(2)
+        if len(group) == 2 or self.backend in ("dsp48e2", "ice40"):
+            # An unpaired column on a packed family still costs one block: use half of it.
+            return DualMAC(self.backend, primitive=self.primitive)
+        return SingleMultiplier(self.mac_latency)
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols, groups = self.rows, self.cols, self.groups
+        n_groups = len(groups)
+        group_of = {lane: p for p, group in enumerate(groups) for lane in group}
+
+        m.submodules.out_skid = skid = SkidBuffer(self.out_layout)
+        wiring.connect(m, wiring.flipped(self.o), skid.o)
+
+        row_done = Signal(rows)   # row i's results are in its hold registers
+        row_end = Signal(rows)    # ... and it is the tile's last row
+        out_valid = row_done.any()
+        enable = Signal()
+        # Freeze everything only when a finished row cannot be handed to the output.
+        m.d.comb += enable.eq(~out_valid | skid.i.ready)
+
+        def delay(value, cycles, name, reset_less=True):
+            out = value
+            for stage in range(cycles):
+                reg = Signal.like(value, name=f"{name}_{stage}", reset_less=reset_less)
+                with m.If(enable):
+                    m.d.sync += reg.eq(out)
+                out = reg
+            return out
+
+        # ---- command and step control ----
+        spacing = self.tile_spacing
+        busy = Signal()
+        remaining = Signal(self.cmd_layout["k"].shape)
+        first = Signal()
+        zero_k = Signal()
+        row_mask = Signal(rows)
+        end_mask = Signal(rows)
+        col_mask = Signal(cols)
+        since_last = Signal(range(spacing + 1), init=spacing)
+
+        is_last = zero_k | (remaining == 1)
+        step_data = zero_k | (self.a.valid & self.w.valid)
+        spaced = ~is_last | (since_last >= spacing)
+        go = Signal()
+        finishing = Signal()
+        m.d.comb += [
+            go.eq(enable & busy & step_data & spaced),
+            finishing.eq(go & is_last),
+            self.a.ready.eq(go & ~zero_k),
+            self.w.ready.eq(go & ~zero_k),
+            # the next command is taken in the cycle of the last step: no bubble between tiles
+            self.cmd.ready.eq(enable & (~busy | finishing)),
+        ]
+
+        cmd = self.cmd.payload
+        m_rows = Mux((cmd.m == 0) | (cmd.m > rows), rows, cmd.m)
+        n_cols = Mux((cmd.n == 0) | (cmd.n > cols), cols, cmd.n)
+        with m.If(enable):
+            with m.If(go):
+                m.d.sync += [remaining.eq(remaining - 1), first.eq(0)]
+                with m.If(is_last):
+                    m.d.sync += busy.eq(0)
+            with m.If(finishing):
+                m.d.sync += since_last.eq(1)
+            with m.Elif(since_last < spacing):
+                m.d.sync += since_last.eq(since_last + 1)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [
+                busy.eq(1),
+                remaining.eq(cmd.k),
+                first.eq(1),
+                zero_k.eq(cmd.k == 0),
+                row_mask.eq(Cat(*(m_rows > i for i in range(rows)))),
+                end_mask.eq(Cat(*(m_rows == i + 1 for i in range(rows)))),
+                col_mask.eq(Cat(*(n_cols > j for j in range(cols)))),
+            ]
+
+        # ---- injection: a real step, the zero step of K = 0, or a bubble ----
+        load = go & ~zero_k
+        tag_layout = data.StructLayout({"first": 1, "last": 1, "end": 1})
+        injected_a, injected_tags, injected_w = [], [], []
+        for i in range(rows):
+            value = Signal(signed(8), name=f"inject_a_{i}")
+            tags = Signal(tag_layout, name=f"inject_tags_{i}")
+            m.d.comb += [
+                value.eq(Mux(load & row_mask[i], self.a.payload[i], 0)),
+                tags.first.eq(go & first & row_mask[i]),
+                tags.last.eq(finishing & row_mask[i]),
+                tags.end.eq(finishing & end_mask[i]),
+            ]
+            injected_a.append(value)
+            injected_tags.append(tags)
+        for j in range(cols):
+            value = Signal(signed(8), name=f"inject_w_{j}")
+            m.d.comb += value.eq(Mux(load & col_mask[j], self.w.payload[j], 0))
+            injected_w.append(value)
+
+        # ---- skew and operand hops ----
+        # a_hop[i][p]: activation at PE (i, p); row i is skewed by i, one hop per group.
+        a_hop = []
+        for i in range(rows):
+            chain = [delay(injected_a[i], i + 1, f"a_skew_{i}")]
+            for p in range(1, n_groups):
+                chain.append(delay(chain[-1], 1, f"a_hop_{i}_{p}"))
+            a_hop.append(chain)
+        # w_hop[i][j]: weight lane j at row i; group p is skewed by p, one hop per row.
+        w_hop = [[delay(injected_w[j], group_of[j] + 1, f"w_skew_{j}") for j in range(cols)]]
+        for i in range(1, rows):
+            w_hop.append([delay(w_hop[-1][j], 1, f"w_hop_{i}_{j}") for j in range(cols)])
+        # tags at the accumulators: the operands' timing plus the multiplier latency
+        tag_at = []
+        for i in range(rows):
+            chain = [delay(injected_tags[i], i + 1 + self.mac_latency, f"tag_skew_{i}",
+                           reset_less=False)]
+            for p in range(1, n_groups):
+                chain.append(delay(chain[-1], 1, f"tag_hop_{i}_{p}", reset_less=False))
+            tag_at.append(chain)
+
+        # ---- processing elements ----
+        hold = [[None] * cols for _ in range(rows)]
+        for i in range(rows):
+            for p, group in enumerate(groups):
+                unit = self._unit(group)
+                m.submodules[f"pe_{i}_{p}"] = unit
+                m.d.comb += [unit.ce.eq(enable), unit.c.eq(a_hop[i][p]),
+                             unit.a.eq(w_hop[i][group[0]])]
+                products = [unit.ac]
+                if isinstance(unit, DualMAC):
+                    if len(group) == 2:
+                        m.d.comb += unit.b.eq(w_hop[i][group[1]])
+                        products.append(unit.bc)
+                    else:
+                        m.d.comb += unit.b.eq(0)
+                tags = tag_at[i][p]
+                for lane, product in zip(group, products):
+                    acc = Signal(signed(32), name=f"acc_{i}_{lane}", reset_less=True)
+                    held = Signal(signed(32), name=f"hold_{i}_{lane}", reset_less=True)
+                    total = Signal(signed(32), name=f"total_{i}_{lane}")
+                    m.d.comb += total.eq(Mux(tags.first, 0, acc) + product)
+                    with m.If(enable):
+                        m.d.sync += acc.eq(total)
+                        with m.If(tags.last):
+                            m.d.sync += held.eq(total)
+                    hold[i][lane] = held
+            with m.If(enable):
+                m.d.sync += [row_done[i].eq(tag_at[i][-1].last),
+                             row_end[i].eq(tag_at[i][-1].end)]
+
+        # ---- output: the finished row (at most one at a time, by the tile spacing) ----
+        out = skid.i.payload
+        m.d.comb += skid.i.valid.eq(out_valid)
+        for j in range(cols):
+            m.d.comb += out.data[j].eq(functools.reduce(
+                operator.or_, [Mux(row_done[i], hold[i][j], 0) for i in range(rows)]))
+        m.d.comb += [
+            out.row.eq(functools.reduce(
+                operator.or_, [Mux(row_done[i], i, 0) for i in range(rows)])),
+            out.last.eq((row_done & row_end).any()),
+        ]
+        return m
