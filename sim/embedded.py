@@ -1,0 +1,124 @@
+"""The driver's ``sim`` and ``sim:<config>`` URLs: the accelerator top co-simulated in C++.
+
+:func:`open_embedded` builds the co-simulation of a named configuration on first use (cached;
+it prints progress, since a build takes a minute or so) and returns a driver transport
+connected to it over a socket pair. The same :class:`~qaccel.sw.Accelerator` code then runs
+against the RTL exactly as against a board.
+
+Configurations
+--------------
+``default``
+    :class:`qaccel.hw.top.TopConfig` defaults: 4x4 INT8 array, binary engine pe=4 simd=32.
+``int8``, ``binary``
+    The default with one engine only.
+``wide``
+    8x8 INT8 array, binary engine pe=8 simd=64, larger buffers (the ULX3S-class device).
+``uart``
+    The default behind the UART PHY, reached through a pseudo-terminal and pyserial (the
+    serial code path of the driver, unchanged).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from qaccel.sw.errors import QaccelLinkError, QaccelNotFoundError
+from qaccel.sw.transport import SerialTransport, Transport
+
+__all__ = ["CONFIGS", "config", "open_embedded", "CosimTransport"]
+
+#: Configuration name -> keyword arguments of :class:`qaccel.hw.top.TopConfig`.
+CONFIGS = {
+    "default": {},
+    "int8": {"binary": False},
+    "binary": {"int8": False},
+    "wide": {"rows": 8, "cols": 8, "pe": 8, "simd": 64, "weights_bytes": 16384,
+             "activations_bytes": 16384, "params_bytes": 2048, "outputs_bytes": 16384},
+    "uart": {"baud": 1_200_000},
+}
+
+
+def config(name):
+    """The :class:`~qaccel.hw.top.TopConfig` called ``name``."""
+    from qaccel.hw.top import TopConfig
+
+    try:
+        return TopConfig(**CONFIGS[name])
+    except KeyError:
+        raise QaccelNotFoundError(
+            f"no co-simulation configuration {name!r}; choose one of {sorted(CONFIGS)}") \
+            from None
+
+
+class CosimTransport(Transport):
+    """A driver transport over a running :class:`~qaccel.sim.cosim.CoSim` (socket pair)."""
+
+    def __init__(self, cosim, name):
+        self.cosim = cosim
+        self.description = f"sim:{name}"
+
+    def write(self, data):
+        try:
+            self.cosim.link.write(data)
+        except (OSError, TimeoutError) as exc:
+            raise QaccelLinkError(f"{self.description}: {exc}") from exc
+
+    def read(self, timeout):
+        link = self.cosim.link
+        first = link.read(1, timeout)
+        if not first:
+            if link.at_eof:
+                raise QaccelLinkError(f"{self.description}: the co-simulation exited")
+            return b""
+        return first + link.read(1 << 16, 0)
+
+    @property
+    def cycles(self):
+        """Simulated cycles since the co-simulation started (waits until it is idle)."""
+        return self.cosim.cycles
+
+    def close(self):
+        self.cosim.close(check=False)
+
+
+class _PtyTransport(SerialTransport):
+    """The serial transport on a co-simulation's pseudo-terminal; owns the co-simulation."""
+
+    def __init__(self, cosim, name, baud):
+        super().__init__(cosim.pty_path, baud)
+        self.cosim = cosim
+        self.description = f"sim:{name} (pty {cosim.pty_path})"
+
+    def close(self):
+        super().close()
+        self.cosim.close(check=False)
+
+
+def _build(name, top_config):
+    from qaccel.hw.top import AcceleratorTop, UARTAcceleratorTop
+    from qaccel.sim.cosim import build_cosim
+
+    print(f"qaccel: preparing the co-simulation of configuration {name!r} "
+          f"(the first time this builds the RTL with Verilator: about a minute)",
+          file=sys.stderr, flush=True)
+    if top_config.baud:
+        return build_cosim(UARTAcceleratorTop(top_config), f"qaccel_{name}", uart=True,
+                           clocks_per_bit=top_config.clock_hz // top_config.baud)
+    return build_cosim(AcceleratorTop(top_config), f"qaccel_{name}")
+
+
+def open_embedded(name="default"):
+    """Start the co-simulation of configuration ``name``; returns a driver transport."""
+    try:
+        from qaccel.sim.cosim import CoSim
+    except ImportError as exc:
+        raise QaccelNotFoundError(
+            f"the 'sim' URL needs the simulation extra ({exc.name} is missing): "
+            f"pip install 'qaccel[sim]'") from exc
+    top_config = config(name)
+    build = _build(name, top_config)
+    if top_config.baud:
+        cosim = CoSim(build, transport="pty").start()
+        return _PtyTransport(cosim, name, top_config.baud)
+    cosim = CoSim(build).start()
+    return CosimTransport(cosim, name)

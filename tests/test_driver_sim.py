@@ -1,0 +1,114 @@
+"""The unchanged host driver against the RTL accelerator top, co-simulated in C++ (`sim` URL),
+and over the UART pins through a pseudo-terminal (the serial code path)."""
+
+import numpy as np
+import pytest
+
+from qaccel.sim.faults import FaultInjector
+from qaccel.sim.embedded import open_embedded
+from qaccel.sw import Accelerator, QaccelLinkError, QaccelTimeoutError, golden
+
+pytestmark = pytest.mark.xdist_group("cosim-default")
+
+
+@pytest.fixture(scope="module")
+def acc():
+    with Accelerator.open("sim") as accelerator:
+        yield accelerator
+
+
+def random_gemm(rng, acc, max_size):
+    m, k, n = (int(x) for x in rng.integers(1, max_size + 1, 3))
+    a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    w = rng.integers(-128, 128, (k, n), dtype=np.int8)
+    return a, w
+
+
+def test_info_is_read_from_the_device(acc):
+    assert (acc.info.rows, acc.info.cols) == (4, 4)
+    assert acc.info.has_int8 and acc.info.has_binary
+
+
+def test_gemm_random_shapes_int32_and_requantized(acc):
+    rng = np.random.default_rng(11)
+    shapes = [(1, 1, 1), (4, 4, 4), (5, 1, 9), (17, 3, 2)]
+    for case in range(14):
+        if case < len(shapes):
+            m, k, n = shapes[case]
+            a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+            w = rng.integers(-128, 128, (k, n), dtype=np.int8)
+        else:
+            a, w = random_gemm(rng, acc, 3 * 4 + 3)  # several times the array in every dim
+        n = w.shape[1]
+        bias = rng.integers(-2**20, 2**20, n).astype(np.int32)
+        acc32 = golden.gemm_int8(a, w).astype(np.int64) + bias
+        acc32 = ((acc32 + 2**31) % 2**32 - 2**31).astype(np.int32)
+        np.testing.assert_array_equal(acc.gemm(a, w, bias=bias), acc32)
+        m0, shift = golden.quantize_multiplier(10 ** rng.uniform(-5, 0, n))
+        np.testing.assert_array_equal(
+            acc.gemm(a, w, bias=bias, m0=m0, shift=shift, zp_out=3, act_min=-50),
+            golden.requantize(acc32, m0, shift, 3, -50, 127))
+
+
+def test_large_k_uses_the_array_well(acc):
+    rng = np.random.default_rng(12)
+    a = rng.integers(-128, 128, (4, 200), dtype=np.int8)
+    w = rng.integers(-128, 128, (200, 4), dtype=np.int8)
+    before = acc.counters()
+    np.testing.assert_array_equal(acc.gemm(a, w), golden.gemm_int8(a, w))
+    after = acc.counters()
+    macs = after["macs"] - before["macs"]
+    busy = after["int8_busy"] - before["int8_busy"]
+    assert macs == 4 * 200 * 4
+    assert macs / (16 * busy) > 0.6, (macs, busy)
+
+
+def test_binary_layers(acc):
+    rng = np.random.default_rng(13)
+    for m, k, n in [(1, 1, 1), (3, 33, 5), (6, 100, 9)]:
+        a = rng.choice(np.array([-1, 1], np.int8), (m, k))
+        w = rng.choice(np.array([-1, 1], np.int8), (n, k))
+        dot = golden.binary_gemm(golden.pack_bits(a), golden.pack_bits(w), k)
+        np.testing.assert_array_equal(acc.binary_layer(a, w), dot)
+        for t_count in (1, 2):
+            t = rng.integers(-k, k + 1, (n, t_count)).astype(np.int32)
+            np.testing.assert_array_equal(acc.binary_layer(a, w, thresholds=t),
+                                          golden.thresholds(dot, t))
+
+
+def test_link_faults_never_give_a_silent_wrong_answer():
+    """Flips, drops and inserts at 1e-3 per byte, both directions, over >= 2,000 commands."""
+    rng = np.random.default_rng(14)
+    faulty = FaultInjector(open_embedded("default"), rate=1e-3, seed=15)
+    acc = Accelerator(faulty, timeout=0.5, retries=12)
+    exact = errors = 0
+    with acc:
+        while acc.stats.commands < 2000:
+            a, w = random_gemm(rng, acc, 9)
+            try:
+                out = acc.gemm(a, w)
+            except (QaccelLinkError, QaccelTimeoutError):
+                errors += 1
+                continue
+            np.testing.assert_array_equal(out, golden.gemm_int8(a, w))
+            exact += 1
+    print(f"{acc.stats.commands} commands, {exact} exact GEMMs, {errors} raised errors, "
+          f"{acc.stats.retries} retries, faults injected {faulty.counts}")
+    assert sum(faulty.counts.values()) >= 50
+    assert acc.stats.retries > 0
+    assert exact > 10 * max(errors, 1)
+
+
+@pytest.mark.xdist_group("cosim-uart")
+def test_serial_path_over_the_uart_pins():
+    rng = np.random.default_rng(16)
+    with Accelerator.open("sim:uart") as acc:
+        assert acc.transport.description.startswith("sim:uart (pty")
+        for _ in range(3):
+            a, w = random_gemm(rng, acc, 6)
+            np.testing.assert_array_equal(acc.gemm(a, w), golden.gemm_int8(a, w))
+        a = rng.choice(np.array([-1, 1], np.int8), (2, 40))
+        w = rng.choice(np.array([-1, 1], np.int8), (3, 40))
+        np.testing.assert_array_equal(
+            acc.binary_layer(a, w),
+            golden.binary_gemm(golden.pack_bits(a), golden.pack_bits(w), 40))
