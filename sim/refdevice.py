@@ -89,6 +89,11 @@ class ReferenceDevice:
         """Process received wire bytes; returns the reply bytes."""
         out = bytearray()
         for item in self._reader.feed(data):
+            if isinstance(item, proto.Frame) and \
+                    2 + len(item.body) + proto.CRC_BYTES > proto.MAX_FRAME:
+                # The device's frame buffer holds MAX_FRAME decoded bytes; the reader limits
+                # the encoded length only, which lets a few longer frames through.
+                item = proto.FrameError(f"frame longer than {proto.MAX_FRAME} decoded bytes")
             if isinstance(item, proto.FrameError):
                 self.counters[proto.Counter.CRC_ERRORS] += 1
                 out += proto.encode_frame(0, proto.Opcode.NAK, status=proto.Status.CRC_ERROR)
@@ -196,6 +201,10 @@ class ReferenceDevice:
         if d.mode not in (proto.OutputMode.RAW_INT32, proto.OutputMode.REQUANT_INT8) \
                 or min(d.m, d.k, d.n) < 1 or d.act_min > d.act_max:
             raise _Refused(proto.Status.BAD_DESCRIPTOR)
+        # Word alignment the hardware needs (docs/PROTOCOL.md, "Restrictions").
+        if d.a_offset % rows or d.w_offset % cols or d.p_offset % 4 \
+                or (d.mode == proto.OutputMode.RAW_INT32 and d.out_offset % 4):
+            raise _Refused(proto.Status.BAD_DESCRIPTOR)
         row_tiles, col_tiles = -(-d.m // rows), -(-d.n // cols)
         a_raw = self._region(proto.BufferId.ACTIVATIONS, d.a_offset, row_tiles * d.k * rows)
         w_raw = self._region(proto.BufferId.WEIGHTS, d.w_offset, col_tiles * d.k * cols)
@@ -232,6 +241,11 @@ class ReferenceDevice:
                 or d.n > config.binary_max_n \
                 or (d.mode == proto.OutputMode.THRESHOLDS) != (t_count > 0) \
                 or t_count > config.max_thresholds:
+            raise _Refused(proto.Status.BAD_DESCRIPTOR)
+        # Word alignment the hardware needs (docs/PROTOCOL.md, "Restrictions").
+        word = config.simd // 8
+        if d.a_offset % word or d.w_offset % word or (t_count > 0 and d.p_offset % 4) \
+                or (t_count == 0 and d.out_offset % 4):
             raise _Refused(proto.Status.BAD_DESCRIPTOR)
         row_bytes = layout.binary_row_bytes(d.k, config.simd)
         a_raw = self._region(proto.BufferId.ACTIVATIONS, d.a_offset, d.m * row_bytes)
