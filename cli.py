@@ -26,6 +26,46 @@ def _cmd_demo(args):
     return demo_main(args)
 
 
+def _cmd_boards(args):
+    from .boards.commands import boards_main
+
+    return boards_main(args)
+
+
+def _cmd_build(args):
+    from .boards.commands import build_main
+
+    return build_main(args)
+
+
+def _cmd_program(args):
+    from .boards.commands import program_main
+
+    return program_main(args)
+
+
+def _add_board_commands(sub):
+    """``qaccel boards``, ``qaccel build`` and ``qaccel program`` (the ``build`` extra)."""
+    boards = sub.add_parser("boards", help="list supported boards and whether they build here")
+    boards.set_defaults(func=_cmd_boards)
+
+    build = sub.add_parser("build", help="build a bitstream for a board (YoWASP Yosys/nextpnr)")
+    try:
+        from .boards.commands import add_build_options
+    except ImportError:  # pragma: no cover - the boards package is part of every install
+        add_build_options = None
+    if add_build_options is not None:
+        add_build_options(build)
+    build.set_defaults(func=_cmd_build)
+
+    program = sub.add_parser("program", help="load the built bitstream onto a board")
+    program.add_argument("--board", default="icebreaker", help="board (default icebreaker)")
+    program.add_argument("--out", default=None, metavar="DIR",
+                         help="build folder holding the bitstream (default build/<board>)")
+    program.add_argument("--bitstream", default=None, help="bitstream file to load instead")
+    program.set_defaults(func=_cmd_program)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="qaccel",
@@ -43,6 +83,8 @@ def build_parser():
     demo.add_argument("--plot", default="qaccel-demo.png", help="where to save the plot")
     demo.add_argument("--json", default=None, help="also write the results as JSON here")
     demo.set_defaults(func=_cmd_demo)
+
+    _add_board_commands(sub)
     return parser
 
 

@@ -1,0 +1,108 @@
+"""Bitstream builds of every board's default configuration, side by side.
+
+Run with ``python bench/boards.py`` (``--help`` for options). For each board it builds the
+default configuration with the open tools (YoWASP Yosys + nextpnr; on Xilinx boards Yosys
+``synth_xilinx`` when Vivado is absent) and prints LUTs, flip-flops, DSPs, block RAM, Fmax,
+the peak INT8 MAC/s and binary op/s at the configured clock and at Fmax, and the build time.
+Each build's report.json stays in ``--out`` (default ``build/bench-boards``).
+
+Expect several minutes on 2 cores (the ULX3S place-and-route dominates); the first YoWASP
+run of each tool also compiles it (once per machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from qaccel.boards import BOARDS, get_board
+from qaccel.boards.base import find_build_tool
+from qaccel.boards.build import DEFAULT_DESIGN, DESIGNS, BuildError, Progress, TimingFailed, build
+
+
+def _si(value):
+    if value is None:
+        return "-"
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:.2f} {prefix}"
+    return f"{value:.0f}"
+
+
+def _resource(report, name):
+    entry = report.resources.get(name)
+    if entry is None:
+        return "-"
+    available = entry.get("available")
+    return f"{entry['used']}/{available}" if available else str(entry["used"])
+
+
+def run(boards, design, out_root, seed, quiet):
+    rows = []
+    for name in boards:
+        board = get_board(name)
+        synth_only = board.family == "xilinx" and not find_build_tool("vivado").found
+        config = board.config()
+        print(f"== {name}: {'Yosys synthesis only (no Vivado)' if synth_only else 'bitstream'}",
+              file=sys.stderr, flush=True)
+        started = time.monotonic()
+        try:
+            result = build(board, config, design=design, out_dir=out_root / name, seed=seed,
+                           synth_only=synth_only,
+                           progress=Progress(None if quiet else sys.stderr))
+            report, status = result.report, "ok" if result.bitstream else "synth only"
+        except TimingFailed as exc:
+            report, status = exc.report, "TIMING FAIL"
+        except BuildError as exc:
+            print(f"{name}: build failed: {exc}", file=sys.stderr)
+            rows.append((name, "-", "-", "-", "-", "-", "-", "-", "-",
+                         f"{time.monotonic() - started:.0f}", "FAILED"))
+            continue
+        peak = report.peak()
+        fmax = report.fmax_mhz
+        lc = report.resources.get("LC", {}).get("used")
+        rows.append((
+            name,
+            _resource(report, "LUT") + (f" ({lc} LC)" if lc is not None else ""),
+            _resource(report, "FF"),
+            f"{_resource(report, 'DSP')} {board.dsp_name}",
+            _resource(report, "BRAM"),
+            f"{config.clock_hz / 1e6:g}",
+            f"{fmax:.1f}" if fmax is not None else "n/a",
+            f"{_si(peak['int8_macs_per_s'])} / {_si(peak.get('int8_macs_per_s_at_fmax'))}",
+            f"{_si(peak['binary_ops_per_s'])} / {_si(peak.get('binary_ops_per_s_at_fmax'))}",
+            f"{report.build_seconds:.0f}",
+            status,
+        ))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--boards", nargs="+", default=list(BOARDS), choices=list(BOARDS))
+    parser.add_argument("--design", default=DEFAULT_DESIGN,
+                        help=f"design factory ({', '.join(DESIGNS)}; default {DEFAULT_DESIGN})")
+    parser.add_argument("--out", type=Path, default=Path("build") / "bench-boards")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quiet", action="store_true", help="no stage progress")
+    args = parser.parse_args(argv)
+
+    rows = run(args.boards, args.design, args.out.resolve(), args.seed, args.quiet)
+    header = ("board", "LUT", "FF", "DSP", "BRAM", "clock MHz", "Fmax MHz",
+              "INT8 MAC/s (clock / Fmax)", "binary op/s (clock / Fmax)", "build s", "status")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    print(f"\nBoard builds, design '{args.design}', default configurations "
+          f"({platform.machine()}, {os.cpu_count()} cores, seed {args.seed}):\n")
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print("\nFmax: nextpnr's estimate after routing (n/a: synthesis only, no timing). Build "
+          "time: elaboration + tools, wall clock.")
+    return 0 if all(row[-1] != "FAILED" for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

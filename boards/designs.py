@@ -1,0 +1,50 @@
+"""Design factories for board builds: :class:`~qaccel.boards.base.BuildConfig` -> component.
+
+A factory is a callable ``factory(config) -> Component`` (the component has the byte-stream
+port contract of :class:`qaccel.boards.core.BoardCore`). It may also have a
+``memory_bits(config) -> {name: bits}`` attribute, which the fit check uses instead of the
+configuration's buffer sizes.
+"""
+
+from __future__ import annotations
+
+__all__ = ["standin", "accelerator_top", "top_config"]
+
+
+def standin(config):
+    """:class:`qaccel.boards.standin.StandIn`: the bring-up design (registers, no memories)."""
+    from .standin import StandIn
+
+    return StandIn(config)
+
+
+standin.memory_bits = lambda config: {}
+
+
+def top_config(config):
+    """The :class:`qaccel.hw.top.TopConfig` of a :class:`~qaccel.boards.base.BuildConfig`.
+
+    Array shape, engines, backend, clock (rounded to whole hertz) and baud are taken over;
+    buffer sizes left at 0 keep the top's defaults; ``config.options`` sets any other field.
+    """
+    from ..hw.top import TopConfig
+
+    fields = {"rows": config.rows, "cols": config.cols, "backend": config.dsp_backend,
+              "pe": config.pe, "simd": config.simd, "int8": config.int8,
+              "binary": config.binary, "clock_hz": round(config.clock_hz),
+              "baud": config.baud}
+    for name in ("weights_bytes", "activations_bytes", "params_bytes", "outputs_bytes"):
+        if getattr(config, name):
+            fields[name] = getattr(config, name)
+    fields.update(config.options)
+    return TopConfig(**fields)
+
+
+def accelerator_top(config):
+    """:class:`qaccel.hw.top.AcceleratorTop` for ``config`` (the board core adds the UART)."""
+    from ..hw.top import AcceleratorTop
+
+    return AcceleratorTop(top_config(config))
+
+
+accelerator_top.memory_bits = lambda config: top_config(config).memory_bits()

@@ -1,0 +1,176 @@
+"""Hard-block estimate of a configuration before synthesis, and the fit check.
+
+Place-and-route of a design that needs more DSPs or block RAM than the FPGA has fails after
+minutes (``synth_ice40 -dsp`` maps every multiplier to an ``SB_MAC16`` whatever the count).
+:func:`check_fit` answers in milliseconds from the configuration alone and says what to
+shrink.
+
+DSP count of the INT8 engine (``rows x cols`` products, pairs along a row share the
+activation, as :class:`qaccel.hw.dual_mac.DualMAC` pairs them):
+
+- ``ice40`` (SB_MAC16 dual 8x8) and ``dsp48e2`` (WP486 packing): one block per pair,
+  ``rows * ceil(cols / 2)``; an odd last column takes a whole block for one product.
+- ``ecp5`` (MULT18X18D; nextpnr-ecp5 has no MULT9X9D) and ``generic``: one block per product,
+  ``rows * cols``.
+
+The DSP count comes from :func:`qaccel.hw.resources.estimate_multipliers` (the same rule; the
+local :func:`dsp_blocks` is the fallback and the tests check both agree). The binary engine
+uses no DSP. Memory: each memory of the design (its ``{name: bits}``, or the configuration's
+buffers) is rounded up to whole block RAMs (iCE40 EBR 4 kbit, ECP5 DP16KD 18 kbit, RAMB36
+36 kbit); Yosys infers block RAM, not the UltraPlus SPRAM, so SPRAM is estimated as 0. The
+rounding ignores width constraints (an iCE40 EBR is at most 16 bits wide), so the memory
+estimate is a lower bound: it rejects what cannot fit, not everything that will not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Estimate", "DoesNotFit", "dsp_blocks", "estimate", "check_fit"]
+
+
+class DoesNotFit(ValueError):
+    """A configuration needs more hard blocks than the FPGA has (raised before synthesis)."""
+
+
+def dsp_blocks(rows, cols, backend):
+    """Hard multiplier blocks of a ``rows x cols`` INT8 array on ``backend``."""
+    if backend in ("ice40", "dsp48e2"):
+        return rows * -(-cols // 2)
+    return rows * cols
+
+
+def _dsp_estimate(config):
+    """:func:`qaccel.hw.resources.estimate_multipliers` when present, else :func:`dsp_blocks`."""
+    try:
+        from ..hw.resources import estimate_multipliers
+    except ImportError:
+        return dsp_blocks(config.rows, config.cols, config.dsp_backend)
+    return estimate_multipliers(config.rows, config.cols, config.dsp_backend).blocks
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a configuration needs of a board's hard blocks, and what the board has.
+
+    Attributes
+    ----------
+    dsp, dsp_available : int
+    bram, bram_available : int
+        Block RAMs (EBR, DP16KD, RAMB36).
+    spram, spram_available : int
+    dsp_name : str
+    detail : dict
+        How each number was reached (per buffer, per engine), for the report.
+    problems : list of str
+        One sentence per resource that does not fit, each saying what to shrink.
+    """
+    dsp: int
+    dsp_available: int
+    bram: int
+    bram_available: int
+    spram: int
+    spram_available: int
+    dsp_name: str
+    detail: dict = field(default_factory=dict)
+    problems: list = field(default_factory=list)
+
+    @property
+    def fits(self):
+        return not self.problems
+
+    def to_dict(self):
+        return {"dsp": self.dsp, "dsp_available": self.dsp_available, "dsp_name": self.dsp_name,
+                "bram": self.bram, "bram_available": self.bram_available,
+                "spram": self.spram, "spram_available": self.spram_available,
+                "detail": self.detail, "problems": list(self.problems)}
+
+
+def _largest_fitting(rows, cols, backend, available):
+    """Suggestions ``(rows, cols)`` that fit ``available`` blocks, keeping one side."""
+    suggestions = []
+    for r in range(rows, 0, -1):
+        if dsp_blocks(r, cols, backend) <= available:
+            suggestions.append((r, cols))
+            break
+    for c in range(cols, 0, -1):
+        if dsp_blocks(rows, c, backend) <= available:
+            suggestions.append((rows, c))
+            break
+    # the largest square
+    side = max((s for s in range(1, 65) if dsp_blocks(s, s, backend) <= available), default=0)
+    if side:
+        suggestions.append((side, side))
+    unique = []
+    for item in suggestions:
+        if item not in unique:
+            unique.append(item)
+    return unique
+
+
+def _memory(board, memories):
+    """``(bram, detail)``: block RAMs for ``{name: bits}`` on ``board``, rounded per memory."""
+    bram = 0
+    detail = {}
+    for name, bits in memories.items():
+        if not board.bram_bits:
+            detail[name] = f"{bits} bits -> no block RAM on this device"
+            continue
+        blocks = -(-bits // board.bram_bits)
+        bram += blocks
+        detail[name] = f"{bits} bits -> {blocks} BRAM"
+    return bram, detail
+
+
+def estimate(board, config, memories=None):
+    """Estimate the hard blocks ``config`` needs on ``board`` (a :class:`~.base.Board`).
+
+    Parameters
+    ----------
+    memories : dict or None
+        ``{name: bits}`` of every memory of the design; default: the configuration's buffers.
+        A design factory can supply it (``factory.memory_bits(config)``).
+    """
+    totals = board.device_totals
+    dsp = _dsp_estimate(config) if config.int8 else 0
+    if memories is None:
+        memories = {name: 8 * size for name, size in config.buffers.items()}
+    bram, memory_detail = _memory(board, memories)
+    spram = 0   # memories are inferred as block RAM; SPRAM only when a design instantiates it
+    detail = {
+        "int8": (f"{config.rows}x{config.cols} array, {config.dsp_backend} backend: "
+                 f"{dsp} {board.dsp_name}") if config.int8 else "absent",
+        "binary": f"{config.pe} PE x {config.simd} SIMD, no DSP" if config.binary else "absent",
+        "memories": memory_detail,
+    }
+    problems = []
+    dsp_available = totals.get("dsp", 0)
+    if dsp > dsp_available:
+        pairing = (f"{config.rows} rows x {-(-config.cols // 2)} column pairs"
+                   if config.dsp_backend in ("ice40", "dsp48e2")
+                   else f"one per product")
+        options = ", ".join(f"--rows {r} --cols {c}" for r, c in
+                            _largest_fitting(config.rows, config.cols, config.dsp_backend,
+                                             dsp_available))
+        problems.append(
+            f"a {config.rows}x{config.cols} INT8 array needs {dsp} {board.dsp_name} "
+            f"({pairing}) but the {board.device} has {dsp_available}: shrink the array "
+            f"({options or 'no INT8 array fits'}) or leave the INT8 engine out (--no-int8)")
+    bram_available = totals.get("bram", 0)
+    spram_available = totals.get("spram", 0)
+    if bram > bram_available:
+        problems.append(
+            f"the memories need {bram} block RAMs of {board.bram_bits // 1024} kbit but the "
+            f"{board.device} has {bram_available}: shrink the buffers "
+            f"({'; '.join(f'{k} {v}' for k, v in memory_detail.items())})")
+    return Estimate(dsp, dsp_available, bram, bram_available, spram, spram_available,
+                    board.dsp_name, detail, problems)
+
+
+def check_fit(board, config, memories=None):
+    """Return the :class:`Estimate`; raise :class:`DoesNotFit` naming what to shrink."""
+    result = estimate(board, config, memories)
+    if not result.fits:
+        raise DoesNotFit(f"configuration does not fit the {board.name} ({board.device}): "
+                         + "; ".join(result.problems))
+    return result

@@ -1,0 +1,82 @@
+"""1BitSquared iCEBreaker: iCE40UP5K-SG48, 12 MHz oscillator, FT2232H channel B as the UART.
+
+The fabric clock comes from the UP5K's PLL (``SB_PLL40_PAD`` on the oscillator pin 35, the
+PLL's dedicated input). The on-board LEDs: green = link activity, red = errors.
+"""
+
+from .base import Board, BuildConfig
+from .pll import ice40_pll
+
+__all__ = ["ICEBreaker"]
+
+
+class ICEBreaker(Board):
+    name = "icebreaker"
+    description = "1BitSquared iCEBreaker (iCE40 UltraPlus 5K)"
+    family = "ice40"
+    device = "iCE40UP5K"
+    dsp_backend = "ice40"
+    # 4x4 INT8 = 16 products in 8 SB_MAC16 (dual 8x8 mode): every DSP of the UP5K.
+    default_config = BuildConfig(rows=4, cols=4, pe=4, simd=32, clock_hz=24e6,
+                                 baud=3_000_000, dsp_backend="ice40")
+    oscillator_hz = 12e6
+    uart = ("uart", 0)
+    leds = {"activity": ("led_g", 0), "error": ("led_r", 0)}
+    device_totals = {"lut": 5280, "ff": 5280, "dsp": 8, "bram": 30, "spram": 4}
+    bram_bits = 4096
+    spram_bits = 256 * 1024
+    dsp_name = "SB_MAC16"
+    build_tools = ("yosys", "nextpnr-ice40", "icepack")
+    program_tools = ("iceprog", "openFPGALoader")
+
+    def platform(self):
+        from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+        return ICEBreakerPlatform()
+
+    def achievable_clock(self, clock_hz):
+        if clock_hz == self.oscillator_hz:
+            return self.oscillator_hz
+        return ice40_pll(self.oscillator_hz, clock_hz).f_out
+
+    def clocking(self, m, platform, clock_hz):
+        from amaranth import ClockDomain, ClockSignal, Const, Instance, Signal
+        from amaranth.lib import io
+
+        m.domains.sync = ClockDomain("sync", reset_less=True)
+        if clock_hz == self.oscillator_hz:
+            m.submodules.clk12 = clk12 = io.Buffer("i", platform.request("clk12", 0, dir="-"))
+            m.d.comb += ClockSignal("sync").eq(clk12.i)
+            return Const(1), self.oscillator_hz
+        pll = ice40_pll(self.oscillator_hz, clock_hz)
+        # The PLL takes the oscillator pad itself: no SB_IO in between.
+        pad = platform.request("clk12", 0, dir="-")
+        locked = Signal()
+        clk_out = Signal()
+        m.submodules.pll = Instance(
+            "SB_PLL40_PAD",
+            p_FEEDBACK_PATH="SIMPLE",
+            p_DIVR=Const(pll.divr, 4),
+            p_DIVF=Const(pll.divf, 7),
+            p_DIVQ=Const(pll.divq, 3),
+            p_FILTER_RANGE=Const(pll.filter_range, 3),
+            i_PACKAGEPIN=pad.io,
+            i_RESETB=Const(1),
+            i_BYPASS=Const(0),
+            o_PLLOUTGLOBAL=clk_out,
+            o_LOCK=locked)
+        m.d.comb += ClockSignal("sync").eq(clk_out)
+        platform.add_clock_constraint(clk_out, pll.f_out)
+        return locked, pll.f_out
+
+    def toolchain_overrides(self, config):
+        return {
+            # -dsp: SB_MAC16 for multipliers (the dual MAC instantiates its own anyway);
+            # -device u: Amaranth does not pass the UltraPlus timing model to ABC.
+            "synth_opts": ["-dsp", "-device", "u"],
+        }
+
+    def program_command(self, tool, path, bitstream):
+        if tool == "iceprog":
+            return [path, str(bitstream)]  # writes the SPI flash; the FPGA reloads from it
+        return [path, "-b", "ice40_generic", str(bitstream)]

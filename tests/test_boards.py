@@ -1,0 +1,357 @@
+"""Board builds: configuration, estimate and fit check, PLL settings, the board wrapper and
+the stand-in design in simulation, the command line, and one real iCEBreaker bitstream."""
+
+import io
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from qaccel.boards import BOARDS, BuildConfig, get_board
+from qaccel.boards.base import find_build_tool
+from qaccel.boards.estimate import DoesNotFit, check_fit, dsp_blocks, estimate
+from qaccel.boards.pll import ecp5_pll, ice40_pll
+from qaccel.sim import cache_dir, run_cocotb
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def test_build_config_validation():
+    assert BuildConfig().int8_macs_per_cycle == 16
+    assert BuildConfig(binary=False).binary_ops_per_cycle == 0
+    with pytest.raises(ValueError, match="rows must be between 1 and 64, not 0"):
+        BuildConfig(rows=0)
+    with pytest.raises(TypeError, match="cols must be an integer, not 2.5"):
+        BuildConfig(cols=2.5)
+    with pytest.raises(ValueError, match="simd must be a multiple of 8, not 12"):
+        BuildConfig(simd=12)
+    with pytest.raises(ValueError, match="At least one engine must be enabled"):
+        BuildConfig(int8=False, binary=False)
+    with pytest.raises(ValueError, match="dsp_backend must be one of .*; not 'xc7'"):
+        BuildConfig(dsp_backend="xc7")
+    with pytest.raises(ValueError, match="clock_hz must be positive, not 0"):
+        BuildConfig(clock_hz=0)
+    with pytest.raises(TypeError, match="int8 must be True or False, not 1"):
+        BuildConfig(int8=1)
+
+
+def test_board_registry():
+    assert set(BOARDS) == {"icebreaker", "ulx3s", "kcu105"}
+    for name in BOARDS:
+        board = get_board(name)
+        config = board.config()
+        assert config.dsp_backend == board.dsp_backend
+        assert set(board.leds) <= {"activity", "error", "heartbeat", "ready", "rx", "tx", "busy"}
+        # every default configuration fits its board
+        check_fit(board, config)
+    with pytest.raises(ValueError, match="Unknown board 'nexys'; known boards: icebreaker"):
+        get_board("nexys")
+
+
+# -- estimate -----------------------------------------------------------------------------
+
+
+def test_dsp_estimate_per_backend():
+    assert dsp_blocks(4, 4, "ice40") == 8
+    assert dsp_blocks(3, 3, "ice40") == 6          # the odd column takes a whole SB_MAC16
+    assert dsp_blocks(16, 16, "dsp48e2") == 128
+    assert dsp_blocks(8, 8, "ecp5") == 64
+    assert dsp_blocks(3, 5, "generic") == 15
+    board = get_board("icebreaker")
+    assert estimate(board, board.config(int8=False)).dsp == 0
+
+
+def test_too_large_fails_before_synthesis():
+    """A 6x6 INT8 array on the UP5K (18 SB_MAC16 > 8) fails in milliseconds, saying what to
+    shrink."""
+    board = get_board("icebreaker")
+    started = time.monotonic()
+    with pytest.raises(DoesNotFit) as info:
+        check_fit(board, board.config(rows=6, cols=6))
+    assert time.monotonic() - started < 1
+    message = str(info.value)
+    assert "needs 18 SB_MAC16" in message and "has 8" in message, message
+    assert "--rows 4 --cols 4" in message and "--no-int8" in message, message
+
+
+def test_dsp_estimate_agrees_with_hw_resources():
+    from qaccel.hw.resources import estimate_multipliers
+
+    for backend in ("ice40", "dsp48e2", "ecp5", "generic"):
+        for rows, cols in ((1, 1), (3, 5), (4, 4), (6, 6), (16, 7)):
+            assert dsp_blocks(rows, cols, backend) == \
+                estimate_multipliers(rows, cols, backend).blocks, (backend, rows, cols)
+
+
+def test_memory_estimate():
+    board = get_board("icebreaker")
+    config = board.config(weights_bytes=4096, activations_bytes=2048)
+    result = estimate(board, config)
+    assert (result.bram, result.spram) == (12, 0)         # 512-byte EBRs
+    with pytest.raises(DoesNotFit, match="memories need 130 block RAMs of 4 kbit but the "
+                                         "iCE40UP5K has 30"):
+        check_fit(board, board.config(weights_bytes=64 * 1024, activations_bytes=1024))
+    ecp5 = get_board("ulx3s")
+    assert estimate(ecp5, ecp5.config(outputs_bytes=16 * 1024)).bram == 8
+    # a design factory's own memory list replaces the buffers
+    assert estimate(board, config, {"fifo": 100, "ring": 4097}).bram == 3
+
+
+def test_accelerator_top_factory():
+    """The 'top' design maps a BuildConfig onto the accelerator's TopConfig."""
+    from qaccel.boards.build import resolve_design
+    from qaccel.boards.designs import top_config
+
+    board = get_board("icebreaker")
+    config = board.config(clock_hz=24e6, weights_bytes=2048)
+    top = top_config(config)
+    assert (top.rows, top.cols, top.backend, top.pe, top.simd) == (4, 4, "ice40", 4, 32)
+    assert (top.clock_hz, top.baud, top.weights_bytes) == (24_000_000, 3_000_000, 2048)
+    factory = resolve_design("top")
+    assert sum(factory.memory_bits(config).values()) == sum(top.memory_bits().values())
+    with pytest.raises(ValueError, match="Unknown design 'fancy'"):
+        resolve_design("fancy")
+
+
+def test_cli_too_large_is_fast(tmp_path):
+    """`qaccel build --rows 6 --cols 6` exits 1 within seconds, without running a tool."""
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "qaccel", "build", "--rows", "6", "--cols", "6",
+                             "--out", str(tmp_path / "b")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result
+    assert "needs 18 SB_MAC16" in result.stderr
+    assert time.monotonic() - started < 15
+    assert not (tmp_path / "b").exists()
+
+
+# -- PLLs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("f_out", [24e6, 36e6, 48e6, 20e6])
+def test_ice40_pll_matches_icepll(f_out, tmp_path):
+    pll = ice40_pll(12e6, f_out)
+    assert 533 <= pll.f_vco / 1e6 <= 1066 and 10 <= pll.f_pfd / 1e6 <= 133
+    assert pll.f_out == pytest.approx(12e6 * (pll.divf + 1) / ((pll.divr + 1) << pll.divq))
+    icepll = find_build_tool("icepll")
+    if not icepll.found:
+        pytest.skip("yowasp-icepll not installed")
+    text = subprocess.run([icepll.path, "-i", "12", "-o", f"{f_out / 1e6:g}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300).stdout
+    found = {name: int(re.search(rf"{name}:\s+(\d+)", text).group(1))
+             for name in ("DIVR", "DIVF", "DIVQ", "FILTER_RANGE")}
+    assert found == {"DIVR": pll.divr, "DIVF": pll.divf, "DIVQ": pll.divq,
+                     "FILTER_RANGE": pll.filter_range}
+
+
+@pytest.mark.parametrize("f_out", [60e6, 48e6, 75e6, 125e6])
+def test_ecp5_pll_matches_ecppll(f_out, tmp_path):
+    pll = ecp5_pll(25e6, f_out)
+    assert 400 <= pll.f_vco / 1e6 <= 800
+    ecppll = find_build_tool("ecppll")
+    if not ecppll.found:
+        pytest.skip("yowasp-ecppll not installed")
+    subprocess.run([ecppll.path, "-i", "25", "-o", f"{f_out / 1e6:g}", "-f", "pll.v"],
+                   capture_output=True, cwd=tmp_path, timeout=300, check=True)
+    text = (tmp_path / "pll.v").read_text()
+    found = {name: int(re.search(rf"\.{name}\((\d+)\)", text).group(1))
+             for name in ("CLKI_DIV", "CLKFB_DIV", "CLKOP_DIV")}
+    assert found == {"CLKI_DIV": pll.clki_div, "CLKFB_DIV": pll.clkfb_div,
+                     "CLKOP_DIV": pll.clkop_div}
+
+
+def test_pll_out_of_range():
+    with pytest.raises(ValueError, match="iCE40 PLL output 7.0 MHz is outside 16-275 MHz"):
+        ice40_pll(12e6, 7e6)
+    with pytest.raises(ValueError, match="ECP5 PLL output 500.0 MHz is outside"):
+        ecp5_pll(25e6, 500e6)
+
+
+# -- simulation -----------------------------------------------------------------------------
+
+
+def _sb_mac16_model():
+    from qaccel.hw.dual_mac import sb_mac16_simulation_source
+
+    return [sb_mac16_simulation_source(cache_dir() / "vendor")]
+
+
+def test_standin_against_golden():
+    """The stand-in design on SB_MAC16 (Yosys' model), 3x3 (an odd column) and 3 PE x 24."""
+    from qaccel.boards.standin import StandIn
+
+    config = BuildConfig(rows=3, cols=3, pe=3, simd=24, dsp_backend="ice40")
+    tests = run_cocotb(StandIn(config), toplevel="boards_standin",
+                       test_module="qaccel.sim.tb.boards_standin",
+                       params={"rows": 3, "cols": 3, "pe": 3, "simd": 24, "int8": True,
+                               "binary": True},
+                       extra_sources=_sb_mac16_model())
+    assert tests == 3
+
+
+CORE_PARAMS = {"rows": 2, "cols": 3, "pe": 2, "simd": 16, "int8": True, "binary": True,
+               "clock_hz": 100e6, "baud": 12_500_000, "por_cycles": 300,
+               "tick_cycles": 8, "stretch_ticks": 8, "heartbeat_ticks": 6}
+
+
+def test_board_core_through_uart_pins():
+    """Power-on reset, UART PHY, stand-in (generic multipliers) and LEDs, driven through the
+    rx/tx pins by cocotbext-uart."""
+    from qaccel.boards.core import BoardCore
+    from qaccel.boards.standin import StandIn
+
+    p = CORE_PARAMS
+    config = BuildConfig(rows=p["rows"], cols=p["cols"], pe=p["pe"], simd=p["simd"],
+                         clock_hz=p["clock_hz"], baud=p["baud"], dsp_backend="generic")
+    core = BoardCore(StandIn(config), clock_hz=p["clock_hz"], baud=p["baud"],
+                     por_cycles=p["por_cycles"], tick_cycles=p["tick_cycles"],
+                     stretch_ticks=p["stretch_ticks"], heartbeat_ticks=p["heartbeat_ticks"])
+    tests = run_cocotb(core, toplevel="boards_core", test_module="qaccel.sim.tb.boards_core",
+                       params=p)
+    assert tests == 3
+
+
+def test_board_core_rejects_wrong_design():
+    from amaranth.lib import stream, wiring
+    from amaranth.lib.wiring import In, Out
+
+    from qaccel.boards.core import BoardCore, PowerOnReset
+
+    class WideOutput(wiring.Component):
+        rx: In(stream.Signature(8))
+        tx: Out(stream.Signature(16))
+
+        def elaborate(self, platform):  # pragma: no cover - never elaborated
+            raise AssertionError
+
+    with pytest.raises(TypeError, match="The design must have member 'tx'"):
+        BoardCore(WideOutput(), clock_hz=24e6, baud=3e6, por_cycles=10, tick_cycles=10,
+                  stretch_ticks=10, heartbeat_ticks=10)
+    with pytest.raises(ValueError, match="baud error"):
+        from qaccel.boards.standin import StandIn
+
+        BoardCore(StandIn(BuildConfig()), clock_hz=10e6, baud=1_300_000, por_cycles=10,
+                  tick_cycles=10, stretch_ticks=10, heartbeat_ticks=10)
+    with pytest.raises(ValueError, match="Power-on reset cycles must be at least 1, not 0"):
+        PowerOnReset(0)
+
+
+# -- reports --------------------------------------------------------------------------------
+
+
+def test_report_from_nextpnr_and_yosys(tmp_path):
+    """nextpnr's --report JSON and Yosys' stat -json become the table and report.json;
+    Fmax below the target is a timing failure."""
+    from qaccel.boards.report import make_report, parse_nextpnr_report, parse_yosys_stat
+
+    (tmp_path / "pnr.json").write_text(json.dumps({
+        "utilization": {"ICESTORM_LC": {"used": 2500, "available": 5280},
+                        "ICESTORM_DSP": {"used": 8, "available": 8},
+                        "ICESTORM_RAM": {"used": 3, "available": 30},
+                        "ICESTORM_SPRAM": {"used": 0, "available": 4},
+                        "ICESTORM_PLL": {"used": 1, "available": 1}},
+        "fmax": {"clk": {"achieved": 23.9, "constraint": 24.0}},
+        "critical_paths": [{"from": "posedge clk", "to": "posedge clk", "path": [
+            {"delay": 1.5, "from": {"cell": "a"}, "to": {"cell": "b"}, "type": "clk-to-q"},
+            {"delay": 40.0, "from": {"cell": "b"}, "to": {"cell": "c"}, "type": "routing"}]}],
+    }))
+    (tmp_path / "stat.json").write_text(json.dumps({"design": {"num_cells_by_type": {
+        "SB_LUT4": 2000, "SB_DFFESR": 700, "SB_DFF": 50, "SB_MAC16": 8, "$scopeinfo": 3}}}))
+    board = get_board("icebreaker")
+    config = board.config()
+    report = make_report(board, config, cells=parse_yosys_stat(tmp_path / "stat.json"),
+                         nextpnr=parse_nextpnr_report(tmp_path / "pnr.json"),
+                         estimate=estimate(board, config))
+    assert report.resources["LC"] == {"used": 2500, "available": 5280}
+    assert report.resources["LUT"]["used"] == 2000 and report.resources["FF"]["used"] == 750
+    assert report.resources["DSP"]["used"] == 8 and report.resources["BRAM"]["used"] == 3
+    assert report.timing_met is False and report.fmax_mhz == 23.9
+    assert report.critical_path == {"clock": "posedge clk", "from": "a", "to": "c",
+                                    "delay_ns": 41.5}
+    assert report.peak()["int8_macs_per_s_at_fmax"] == pytest.approx(16 * 23.9e6)
+    table = report.table()
+    assert "FAIL" in table and "SB_MAC16" in table
+    report.write(tmp_path / "report.json")
+    assert json.loads((tmp_path / "report.json").read_text())["timing_met"] is False
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def test_cli_boards_lists_every_board():
+    from qaccel.boards.commands import boards_main
+
+    out = io.StringIO()
+    assert boards_main(stream=out) == 0
+    text = out.getvalue()
+    for name, board in BOARDS.items():
+        assert name in text and board.device in text
+    assert "8/8 SB_MAC16" in text and "64/156 MULT18X18D" in text
+
+
+def test_cli_program_without_bitstream(tmp_path, capsys):
+    from qaccel.cli import main
+
+    assert main(["program", "--board", "icebreaker", "--out", str(tmp_path)]) == 1
+    assert "no bitstream" in capsys.readouterr().err
+
+
+def test_cli_program_without_programmer(tmp_path, capsys, monkeypatch):
+    from qaccel.cli import main
+
+    board = get_board("icebreaker")
+    for tool in board.program_tools:
+        monkeypatch.setenv(tool.upper(), str(tmp_path / f"no-{tool}"))
+    (tmp_path / "top.bin").write_bytes(b"\0" * 16)
+    assert main(["program", "--board", "icebreaker", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "no programmer found for the icebreaker (tried iceprog, openFPGALoader)" in err
+
+
+def test_xilinx_plan_without_vivado(tmp_path, monkeypatch):
+    """KCU105: the Vivado build plan is written and the missing Vivado is said clearly."""
+    from qaccel.boards.build import Progress, build
+
+    monkeypatch.delenv("VIVADO", raising=False)
+    if find_build_tool("vivado").found:
+        pytest.skip("Vivado is installed: this checks the plan-only path")
+    board = get_board("kcu105")
+    config = board.config(rows=2, cols=2, pe=2, simd=16)
+    result = build(board, config, out_dir=tmp_path, progress=Progress(None))
+    assert result.bitstream is None
+    assert any("Vivado not found" in message for message in result.messages)
+    for name in ("top.v", "top.xdc", "top.tcl", "build_top.sh", "report.json"):
+        assert (tmp_path / name).is_file(), name
+    xdc = (tmp_path / "top.xdc").read_text()
+    assert "K26" in xdc and "G25" in xdc          # the CP2105 UART
+    assert "DSP48E2" in (tmp_path / "top.v").read_text()
+
+
+# -- real builds ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_icebreaker_bitstream(tmp_path):
+    """The default iCEBreaker configuration, from scratch to a bitstream: SB_MAC16 count as
+    estimated, timing met at the configured clock, report.json written."""
+    from qaccel.boards.build import Progress, build
+
+    board = get_board("icebreaker")
+    for status in board.tools():
+        if not status.found:
+            pytest.skip(f"{status.tool} not installed (the build extra)")
+    config = board.config()
+    result = build(board, config, out_dir=tmp_path, progress=Progress(None))
+    assert result.bitstream == tmp_path / "top.bin"
+    assert result.bitstream.stat().st_size > 100_000   # UP5K bitstreams are ~104 kB
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["resources"]["DSP"]["used"] == report["estimate"]["dsp"] == 8
+    assert report["resources"]["PLL"]["used"] == 1
+    assert report["timing_met"] is True
+    assert report["fmax_mhz"] >= config.clock_hz / 1e6
+    assert report["peak"]["int8_macs_per_s"] == 16 * config.clock_hz
+    assert report["peak"]["binary_ops_per_s"] == 4 * 32 * config.clock_hz
+    assert "SB_MAC16" in result.report.table()
