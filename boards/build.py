@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..hw.resources import xilinx_synth_commands
 from .base import find_build_tool, tool_env_var
 from .estimate import DoesNotFit, check_fit
 from .report import make_report, parse_nextpnr_report, parse_yosys_stat
@@ -354,36 +355,13 @@ def build(board, config=None, *, design=DEFAULT_DESIGN, out_dir=None, name="top"
     return BuildResult(out_dir, report, bitstream, messages)
 
 
-def _xilinx_synth_script(family, name):
-    """``synth_xilinx`` with classic ABC for the LUT mapping.
-
-    YoWASP Yosys 0.70's ABC9 (which ``synth_xilinx`` always runs) exits without a message on
-    these designs (found by ``qaccel.hw.resources``, which uses the same replacement): the
-    script runs the stock flow up to LUT mapping, maps LUTs with ``abc -luts`` over the same
-    LUT sizes, then finishes with the stock steps. ``-flatten``: otherwise ``stat`` counts
-    Amaranth's submodules as cells. Amaranth already instantiated the I/O buffers, hence
-    ``-noiopad``; Vivado places clock buffers, hence ``-noclkbuf``.
-    """
-    flow = f"synth_xilinx -family {family} -flatten -noiopad -noclkbuf -top {name}"
-    return [
-        f"{flow} -run :map_luts",
-        "opt_expr -mux_undef -noclkinv",
-        "abc -luts 2:2,3,6:5,10,20",
-        "clean",
-        "xilinx_srl -fixed -minlen 3",
-        "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6",
-        "xilinx_dffopt",
-        "opt_lut_ins -tech xilinx",
-        f"{flow} -run finalize:check",
-    ]
-
-
 def _xilinx(board, config, out_dir, name, progress, stages, estimate, synth_only, messages):
     """Run Yosys (synth-only) or Vivado on an extracted Xilinx plan."""
     if synth_only:
         script = out_dir / f"{name}_yosys.ys"
-        script.write_text("\n".join([f"read_verilog {name}.v",
-                                       *_xilinx_synth_script(board.yosys_family, name),
+        # flattened: otherwise `stat` counts Amaranth's submodules as cells
+        commands = xilinx_synth_commands(board.yosys_family, name, flatten=True)
+        script.write_text("\n".join([f"read_verilog {name}.v", *commands,
                                        f"tee -q -o {name}.stat.json stat -json", ""]))
         env, paths = _tool_environment(["yosys"])
         log_path = out_dir / "yosys.log"

@@ -31,9 +31,21 @@ MAX_RUN_K = 0xFFFF
 _PARAM_WORDS = PARAM_RECORD_BYTES // 4
 
 
-def _memory_members(address_width, word_widths, reads):
-    members = {}
-    for name in reads:
+def _controller_members(address_width, word_widths, item_bytes):
+    """The signature members shared by both controllers.
+
+    ``item_bytes`` maps the activations and weights memories to the size of the engine's
+    input word, which each memory word must hold a whole number of.
+    """
+    for name, item in item_bytes.items():
+        if word_widths[name][1] % item:
+            raise ValueError(f"{name} word of {word_widths[name][1]} bytes does not hold "
+                             f"whole {item}-byte engine words")
+    members = {
+        "start": In(1), "descriptor": In(descriptor_layout(address_width)),
+        "done": Out(1), "running": Out(1), "stall_input": Out(1), "stall_output": Out(1),
+    }
+    for name in ("activations", "weights", "params"):
         members[f"{name}_rd_addr"] = Out(word_widths[name][0])
         members[f"{name}_rd_en"] = Out(1)
         members[f"{name}_rd_data"] = In(8 * word_widths[name][1])
@@ -124,17 +136,8 @@ class Int8Controller(wiring.Component):
         self.mult_cycles = mult_cycles
         self.address_width = address_width
         self.word_widths = word_widths
-        for name, item in (("activations", rows), ("weights", cols)):
-            if word_widths[name][1] % item:
-                raise ValueError(f"{name} word of {word_widths[name][1]} bytes does not hold "
-                                 f"whole {item}-byte INT8 words")
-        members = {
-            "start": In(1), "descriptor": In(descriptor_layout(address_width)),
-            "done": Out(1), "running": Out(1), "stall_input": Out(1), "stall_output": Out(1),
-        }
-        members.update(_memory_members(address_width, word_widths,
-                                       ("activations", "weights", "params")))
-        super().__init__(members)
+        super().__init__(_controller_members(address_width, word_widths,
+                                             {"activations": rows, "weights": cols}))
 
     def elaborate(self, platform):
         m = Module()
@@ -402,17 +405,8 @@ class BinaryController(wiring.Component):
         self.max_k, self.max_n, self.max_thresholds = max_k, max_n, max_thresholds
         self.address_width = address_width
         self.word_widths = word_widths
-        for name in ("activations", "weights"):
-            if word_widths[name][1] % (simd // 8):
-                raise ValueError(f"{name} word of {word_widths[name][1]} bytes does not hold "
-                                 f"whole {simd}-bit binary words")
-        members = {
-            "start": In(1), "descriptor": In(descriptor_layout(address_width)),
-            "done": Out(1), "running": Out(1), "stall_input": Out(1), "stall_output": Out(1),
-        }
-        members.update(_memory_members(address_width, word_widths,
-                                       ("activations", "weights", "params")))
-        super().__init__(members)
+        super().__init__(_controller_members(address_width, word_widths,
+                                             {"activations": simd // 8, "weights": simd // 8}))
 
     def elaborate(self, platform):
         m = Module()

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["FAMILIES", "DSP_CELLS", "MultiplierEstimate", "SynthesisResult",
-           "estimate_multipliers", "array_backend", "synthesize", "yosys_command"]
+           "estimate_multipliers", "array_backend", "synthesize", "yosys_command",
+           "xilinx_synth_commands"]
 
 #: Families :func:`estimate_multipliers` and :func:`synthesize` know.
 FAMILIES = ("ice40", "xcup", "ecp5", "generic")
@@ -51,13 +52,19 @@ _PACKED_PRODUCTS = {"ice40": 2, "xcup": 2, "ecp5": 1, "generic": 1}
 # DualMAC backend that implements each family's packing.
 _BACKENDS = {"ice40": "ice40", "xcup": "dsp48e2", "ecp5": "ecp5", "generic": "generic"}
 
-# Yosys scripts. YoWASP's ABC9 (which synth_xilinx and synth_ecp5 of Yosys 0.70 always run)
-# exits without a message on these arrays, so their LUT mapping step is replaced by classic
-# ABC with the same LUT library; everything else is the stock flow. synth_ice40's ABC9 works.
-_SYNTH_SCRIPTS = {
-    "ice40": ["synth_ice40 -dsp -top top"],
-    "xcup": [
-        "synth_xilinx -family xcup -noiopad -noclkbuf -top top -run :map_luts",
+def xilinx_synth_commands(family, top, *, flatten=False):
+    """Yosys commands of ``synth_xilinx -family family`` with classic ABC for LUT mapping.
+
+    YoWASP Yosys 0.70's ABC9 (which ``synth_xilinx`` always runs) exits without a message on
+    the accelerator's arrays, so the LUT mapping step is replaced by classic ``abc -luts``
+    over the same LUT library; every other step is the stock flow. ``-noiopad`` because
+    these are blocks or Vivado adds the pads; ``-noclkbuf`` because Vivado places clock
+    buffers.
+    """
+    flatten_option = " -flatten" if flatten else ""
+    flow = f"synth_xilinx -family {family}{flatten_option} -noiopad -noclkbuf -top {top}"
+    return [
+        f"{flow} -run :map_luts",
         "opt_expr -mux_undef -noclkinv",
         "abc -luts 2:2,3,6:5,10,20",
         "clean",
@@ -65,9 +72,16 @@ _SYNTH_SCRIPTS = {
         "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6",
         "xilinx_dffopt",
         "opt_lut_ins -tech xilinx",
-        "synth_xilinx -family xcup -noiopad -noclkbuf -top top -run finalize:check",
-        "hierarchy -check",
-    ],
+        f"{flow} -run finalize:check",
+    ]
+
+
+# Yosys scripts. YoWASP's ABC9 (which synth_xilinx and synth_ecp5 of Yosys 0.70 always run)
+# exits without a message on these arrays, so their LUT mapping step is replaced by classic
+# ABC with the same LUT library; everything else is the stock flow. synth_ice40's ABC9 works.
+_SYNTH_SCRIPTS = {
+    "ice40": ["synth_ice40 -dsp -top top"],
+    "xcup": [*xilinx_synth_commands("xcup", "top"), "hierarchy -check"],
     "ecp5": [
         "synth_ecp5 -top top -run :map_luts",
         "techmap -map +/lattice/latches_map.v",
