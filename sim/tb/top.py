@@ -16,9 +16,13 @@ Results are also compared with the golden model directly. ``rx`` and ``tx`` run 
 idle cycles and backpressure, and every wait has a cycle budget.
 
 ``params``: ``config`` (the :class:`~qaccel.hw.top.TopConfig` fields), ``faults`` (number of
-corruptions per fault test), ``uart`` (the design is :class:`UARTAcceleratorTop`).
+corruptions per fault test), ``uart`` (the design is :class:`UARTAcceleratorTop`);
+``frames`` and ``result_path`` (``speed``: how many bulk WRITE frames, and where to write
+``{"cycles", "seconds", ...}`` as JSON for ``bench/cosim.py``).
 """
 
+import json
+import time
 from collections import deque
 
 import cocotb
@@ -1011,3 +1015,50 @@ async def uart_session(dut):
     counters = await tb.counters()
     assert counters[Counter.CRC_ERRORS] == 1
     await tb.check_quiet(cycles=4 * tb.cycles_per_byte)
+
+
+def bulk_write_frames(caps, count, rng):
+    """``count`` WRITE frames of ``max_payload`` random bytes each, cycling over the weights
+    buffer, with consecutive sequence numbers.
+
+    Returns
+    -------
+    tuple of (bytes, int)
+        The frames back to back on the wire, and the payload bytes they carry.
+    """
+    step = min(caps.max_payload, caps.weights_bytes)
+    offsets = range(0, caps.weights_bytes - step + 1, step)
+    frames = []
+    for index in range(count):
+        chunk = rng.integers(0, 256, step, dtype=np.uint8).tobytes()
+        body = proto.write_body(BufferId.WEIGHTS, offsets[index % len(offsets)], chunk)
+        frames.append(proto.encode_frame((index + 1) & 0xFF, Opcode.WRITE, body))
+    return b"".join(frames), count * step
+
+
+@cocotb.test()
+async def speed(dut):
+    """Simulation speed under bulk WRITE traffic, for ``bench/cosim.py``: ``frames`` WRITE
+    frames of a full payload, sent back to back through :class:`ByteLink` (the quickest
+    driver here: one coroutine, no pauses) and not scoreboarded; every reply must be OK.
+    Writes cycles, wall seconds and byte counts to ``result_path``."""
+    tb = TopTB(dut, pause=0, fast=True)
+    await tb.reset()
+    count = int(tb.params.get("frames", 200))
+    wire, payload = bulk_write_frames(tb.caps, count, tb.rng)
+    first = tb.link.cycle
+    started = time.perf_counter()
+    tb.send_bytes(wire)
+    await tb.wait_frames(count, 1000 + 4 * len(wire), f"{count} WRITE replies")
+    seconds = time.perf_counter() - started
+    cycles = tb.link.cycle - first
+    replies = [tb.frames.popleft() for _ in range(count)]
+    for index, reply in enumerate(replies):
+        assert isinstance(reply, proto.Frame), reply
+        assert (reply.seq, reply.opcode & ~proto.REPLY_FLAG, reply.status) == \
+            ((index + 1) & 0xFF, Opcode.WRITE, Status.OK), reply
+    tb.log.info("%d cycles in %.3f s: %.0f cycles/s", cycles, seconds, cycles / seconds)
+    if tb.params.get("result_path"):
+        with open(tb.params["result_path"], "w") as result:
+            json.dump({"cycles": cycles, "seconds": seconds, "frames": count,
+                       "payload_bytes": payload, "wire_bytes": len(wire)}, result)
