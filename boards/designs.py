@@ -52,7 +52,8 @@ def accelerator_top(config):
 
 #: Logic cells of the smallest iCE40 build of the top with the INT8 engine: a 1x2 array, 1 KiB
 #: buffers, 16-bit counters, no binary engine (YoWASP Yosys 0.70 + nextpnr-ice40, measured;
-#: docs/BOARDS.md). The INT8 controller and requantizer alone take about 2500 of them.
+#: docs/BOARDS.md): 5921 and 5968 on two revisions, the smaller is the bound. The INT8
+#: controller and requantizer alone take about 2500 of them.
 ICE40_INT8_TOP_MIN_CELLS = 5921
 
 
