@@ -6,6 +6,11 @@ default configuration with the open tools (YoWASP Yosys + nextpnr; on Xilinx boa
 the peak INT8 MAC/s and binary op/s at the configured clock and at Fmax, and the build time.
 Each build's report.json stays in ``--out`` (default ``build/bench-boards``).
 
+``--design top`` builds the accelerator top. On the iCEBreaker its INT8 engine does not fit
+(the fit check says so in milliseconds; the row reads "does not fit"); ``--boards icebreaker
+--design top --no-int8 --pe 2`` builds the binary engine alone, which does (docs/BOARDS.md).
+A build that fails for size after synthesis still shows its LUT and flip-flop counts.
+
 Expect several minutes on 2 cores (the ULX3S place-and-route dominates); the first YoWASP
 run of each tool also compiles it (once per machine).
 """
@@ -15,13 +20,16 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
 
 from qaccel.boards import BOARDS, get_board
 from qaccel.boards.base import find_build_tool
-from qaccel.boards.build import DEFAULT_DESIGN, DESIGNS, BuildError, Progress, TimingFailed, build
+from qaccel.boards.build import (DEFAULT_DESIGN, DESIGNS, BuildError, DoesNotFit, Progress,
+                                 TimingFailed, build)
+from qaccel.boards.report import parse_yosys_stat
 
 
 def _si(value):
@@ -41,12 +49,28 @@ def _resource(report, name):
     return f"{entry['used']}/{available}" if available else str(entry["used"])
 
 
-def run(boards, design, out_root, seed, quiet):
+def _synthesis_counts(out_dir, message):
+    """``(LUT, FF, status)`` of a build that failed after synthesis (e.g. too many cells)."""
+    try:
+        cells = parse_yosys_stat(out_dir / "top.stat.json")
+    except (OSError, ValueError):
+        return "-", "-", "FAILED"
+    lut = sum(count for cell, count in cells.items() if cell in ("SB_LUT4", "LUT4"))
+    ff = sum(count for cell, count in cells.items() if cell.startswith(("SB_DFF", "TRELLIS_FF")))
+    needed = re.search(r"of (\d+) ICESTORM_LCs", message)
+    if "ICESTORM_LC" in message or "TRELLIS_SLICE" in message:
+        status = "FAILED: too big" + (f" ({needed.group(1)} LC)" if needed else "")
+    else:
+        status = "FAILED"
+    return str(lut or "-"), str(ff or "-"), status
+
+
+def run(boards, design, out_root, seed, quiet, changes=None):
     rows = []
     for name in boards:
         board = get_board(name)
         synth_only = board.family == "xilinx" and not find_build_tool("vivado").found
-        config = board.config()
+        config = board.config(**(changes or {}))
         print(f"== {name}: {'Yosys synthesis only (no Vivado)' if synth_only else 'bitstream'}",
               file=sys.stderr, flush=True)
         started = time.monotonic()
@@ -57,10 +81,16 @@ def run(boards, design, out_root, seed, quiet):
             report, status = result.report, "ok" if result.bitstream else "synth only"
         except TimingFailed as exc:
             report, status = exc.report, "TIMING FAIL"
+        except DoesNotFit as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            rows.append((name, "-", "-", "-", "-", "-", "-", "-", "-",
+                         f"{time.monotonic() - started:.0f}", "FAILED: does not fit (estimate)"))
+            continue
         except BuildError as exc:
             print(f"{name}: build failed: {exc}", file=sys.stderr)
-            rows.append((name, "-", "-", "-", "-", "-", "-", "-", "-",
-                         f"{time.monotonic() - started:.0f}", "FAILED"))
+            lut, ff, status = _synthesis_counts(out_root / name, str(exc))
+            rows.append((name, lut, ff, "-", "-", "-", "-", "-", "-",
+                         f"{time.monotonic() - started:.0f}", status))
             continue
         peak = report.peak()
         fmax = report.fmax_mhz
@@ -88,20 +118,28 @@ def main(argv=None):
                         help=f"design factory ({', '.join(DESIGNS)}; default {DEFAULT_DESIGN})")
     parser.add_argument("--out", type=Path, default=Path("build") / "bench-boards")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-int8", dest="int8", action="store_false", default=None,
+                        help="leave the INT8 engine out of every board's default")
+    parser.add_argument("--pe", type=int, help="binary engine PEs instead of the defaults")
+    parser.add_argument("--clock", type=float, metavar="HZ",
+                        help="fabric clock instead of the defaults")
     parser.add_argument("--quiet", action="store_true", help="no stage progress")
     args = parser.parse_args(argv)
 
-    rows = run(args.boards, args.design, args.out.resolve(), args.seed, args.quiet)
+    changes = {name: value for name, value in (("int8", args.int8), ("pe", args.pe),
+                                                ("clock_hz", args.clock)) if value is not None}
+    rows = run(args.boards, args.design, args.out.resolve(), args.seed, args.quiet, changes)
     header = ("board", "LUT", "FF", "DSP", "BRAM", "clock MHz", "Fmax MHz",
               "INT8 MAC/s (clock / Fmax)", "binary op/s (clock / Fmax)", "build s", "status")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    print(f"\nBoard builds, design '{args.design}', default configurations "
+    print(f"\nBoard builds, design '{args.design}', default configurations"
+          f"{' with ' + str(changes) if changes else ''} "
           f"({platform.machine()}, {os.cpu_count()} cores, seed {args.seed}):\n")
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
     print("\nFmax: nextpnr's estimate after routing (n/a: synthesis only, no timing). Build "
           "time: elaboration + tools, wall clock.")
-    return 0 if all(row[-1] != "FAILED" for row in rows) else 1
+    return 0 if all(not row[-1].startswith("FAILED") for row in rows) else 1
 
 
 if __name__ == "__main__":

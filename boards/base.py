@@ -218,6 +218,10 @@ class Board:
         (``bram``/``spram`` in blocks), for estimates and reports.
     bram_bits, spram_bits : int
         Bits in one block RAM / one SPRAM (0: none).
+    bram_shapes : tuple of (width, depth)
+        The block RAM's simple dual-port aspect ratios, widest first (empty: unknown). The
+        fit check counts the blocks a ``width x depth`` memory needs in its best ratio: a
+        wide, shallow memory takes more blocks than its bits suggest.
     dsp_name : str
         The hard multiplier cell counted as a DSP in reports.
     build_tools : tuple of str
@@ -238,6 +242,7 @@ class Board:
     device_totals = {}
     bram_bits = 0
     spram_bits = 0
+    bram_shapes = ()
     dsp_name = "DSP"
     build_tools = ()
     program_tools = ()

@@ -294,8 +294,11 @@ def build(board, config=None, *, design=DEFAULT_DESIGN, out_dir=None, name="top"
 
     # 1. seconds, not minutes: does it fit at all?
     factory = resolve_design(design)
-    memory_bits = getattr(factory, "memory_bits", None)
-    estimate = check_fit(board, config, memory_bits(config) if memory_bits else None)
+    # the memories' shapes when the design lists them (block RAMs by aspect ratio), else bits
+    memories = getattr(factory, "memory_shapes", None) or getattr(factory, "memory_bits", None)
+    min_logic = getattr(factory, "min_logic_cells", None)
+    estimate = check_fit(board, config, memories(config) if memories else None,
+                         min_logic(config, board.family) if min_logic else None)
     progress.message(f"estimate: {estimate.dsp} {board.dsp_name} of "
                      f"{estimate.dsp_available}, {estimate.bram} block RAM of "
                      f"{estimate.bram_available}" +

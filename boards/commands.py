@@ -20,8 +20,9 @@ def add_build_options(parser):
     parser.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(BOARDS),
                         help=f"board to build for (default {DEFAULT_BOARD})")
     parser.add_argument("--design", default=None,
-                        help="design factory: 'standin' (default until the accelerator top "
-                             "exists), 'top', or 'module:attribute'")
+                        help="design factory: 'standin' (default), 'top' (the accelerator; on "
+                             "the iCEBreaker only its binary engine fits: --no-int8), or "
+                             "'module:attribute'")
     parser.add_argument("--rows", type=int, help="INT8 array rows")
     parser.add_argument("--cols", type=int, help="INT8 array columns")
     parser.add_argument("--pe", type=int, help="binary engine output channels per cycle")

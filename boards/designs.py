@@ -2,8 +2,11 @@
 
 A factory is a callable ``factory(config) -> Component`` (the component has the byte-stream
 port contract of :class:`qaccel.boards.core.BoardCore`). It may also have a
-``memory_bits(config) -> {name: bits}`` attribute, which the fit check uses instead of the
-configuration's buffer sizes.
+``memory_shapes(config) -> {name: (width, depth)}`` attribute (or, less precise,
+``memory_bits(config) -> {name: bits}``), which the fit check uses instead of the
+configuration's buffer sizes, and a ``min_logic_cells(config, family) -> (cells, what,
+advice) or None`` attribute: a lower bound from measured builds, which the fit check compares with the
+device's logic cells.
 """
 
 from __future__ import annotations
@@ -47,4 +50,22 @@ def accelerator_top(config):
     return AcceleratorTop(top_config(config))
 
 
+#: Logic cells of the smallest iCE40 build of the top with the INT8 engine: a 1x2 array, 1 KiB
+#: buffers, 16-bit counters, no binary engine (YoWASP Yosys 0.70 + nextpnr-ice40, measured;
+#: docs/BOARDS.md): 5921 and 5968 on two revisions, the smaller is the bound. The INT8
+#: controller and requantizer alone take about 2500 of them.
+ICE40_INT8_TOP_MIN_CELLS = 5921
+
+
+def _top_min_logic_cells(config, family):
+    """A measured lower bound ``(cells, what, advice)`` on the top's logic cells, or ``None``."""
+    if family == "ice40" and config.int8:
+        return (ICE40_INT8_TOP_MIN_CELLS,
+                "the accelerator top with the INT8 engine (measured on its smallest build)",
+                "build the binary engine alone (--no-int8) or the stand-in (--design standin)")
+    return None
+
+
 accelerator_top.memory_bits = lambda config: top_config(config).memory_bits()
+accelerator_top.min_logic_cells = _top_min_logic_cells
+accelerator_top.memory_shapes = lambda config: top_config(config).memory_shapes()

@@ -16,17 +16,19 @@ activation, as :class:`qaccel.hw.dual_mac.DualMAC` pairs them):
 The DSP count comes from :func:`qaccel.hw.resources.estimate_multipliers` (the same rule; the
 local :func:`dsp_blocks` is the fallback and the tests check both agree). The binary engine
 uses no DSP. Memory: each memory of the design (its ``{name: bits}``, or the configuration's
-buffers) is rounded up to whole block RAMs (iCE40 EBR 4 kbit, ECP5 DP16KD 18 kbit, RAMB36
-36 kbit); Yosys infers block RAM, not the UltraPlus SPRAM, so SPRAM is estimated as 0. The
-rounding ignores width constraints (an iCE40 EBR is at most 16 bits wide), so the memory
-estimate is a lower bound: it rejects what cannot fit, not everything that will not.
+buffers) is counted in whole block RAMs (iCE40 EBR 4 kbit, ECP5 DP16KD 18 kbit, RAMB36
+36 kbit): by its shape in the block's best aspect ratio when the design gives shapes (an
+iCE40 EBR is at most 16 bits wide, so a 176-bit wide memory takes 11 blocks whatever its
+depth), else by its bits. Yosys infers block RAM, not the UltraPlus SPRAM, so SPRAM is
+estimated as 0. Logic cells are known only after synthesis; a design factory may give a lower
+bound measured on earlier builds (``min_logic_cells``), which rejects what is known not to fit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Estimate", "DoesNotFit", "dsp_blocks", "estimate", "check_fit"]
+__all__ = ["Estimate", "DoesNotFit", "dsp_blocks", "bram_blocks", "estimate", "check_fit"]
 
 
 class DoesNotFit(ValueError):
@@ -108,28 +110,55 @@ def _largest_fitting(rows, cols, backend, available):
     return unique
 
 
+def bram_blocks(board, memory):
+    """Block RAMs of ``board`` for one memory: ``bits``, or ``(width, depth)``.
+
+    A shape is counted in the block's best aspect ratio (``board.bram_shapes``): e.g. a
+    176-bit wide, 8-deep memory takes 11 iCE40 EBRs (16 bits wide each), not the 1 its 1408
+    bits suggest. A bare bit count (or a board without ratios) is rounded up to whole blocks.
+    """
+    if isinstance(memory, tuple):
+        width, depth = memory
+        if board.bram_shapes:
+            return min(-(-width // w) * -(-depth // d) for w, d in board.bram_shapes)
+        memory = width * depth
+    return -(-memory // board.bram_bits)
+
+
+def _describe(memory):
+    if isinstance(memory, tuple):
+        return f"{memory[0]} x {memory[1]} ({memory[0] * memory[1]} bits)"
+    return f"{memory} bits"
+
+
 def _memory(board, memories):
-    """``(bram, detail)``: block RAMs for ``{name: bits}`` on ``board``, rounded per memory."""
+    """``(bram, detail)``: block RAMs for ``{name: bits or (width, depth)}`` on ``board``."""
     bram = 0
     detail = {}
-    for name, bits in memories.items():
+    for name, memory in memories.items():
         if not board.bram_bits:
-            detail[name] = f"{bits} bits -> no block RAM on this device"
+            detail[name] = f"{_describe(memory)} -> no block RAM on this device"
             continue
-        blocks = -(-bits // board.bram_bits)
+        blocks = bram_blocks(board, memory)
         bram += blocks
-        detail[name] = f"{bits} bits -> {blocks} BRAM"
+        detail[name] = f"{_describe(memory)} -> {blocks} BRAM"
     return bram, detail
 
 
-def estimate(board, config, memories=None):
+def estimate(board, config, memories=None, logic=None):
     """Estimate the hard blocks ``config`` needs on ``board`` (a :class:`~.base.Board`).
 
     Parameters
     ----------
     memories : dict or None
-        ``{name: bits}`` of every memory of the design; default: the configuration's buffers.
-        A design factory can supply it (``factory.memory_bits(config)``).
+        ``{name: bits}`` or ``{name: (width, depth)}`` of every memory of the design (shapes
+        count better, see :func:`bram_blocks`); default: the configuration's buffers. A design
+        factory can supply it (``factory.memory_shapes(config)`` or
+        ``factory.memory_bits(config)``).
+    logic : tuple or None
+        ``(cells, what, advice)``: a lower bound on the logic cells (LUT4 + flip-flop pairs on the
+        iCE40, compared with ``device_totals["lut"]``) the design needs, from measured builds
+        (``factory.min_logic_cells(config, family)``); ``None``: not known, not checked.
     """
     totals = board.device_totals
     dsp = _dsp_estimate(config) if config.int8 else 0
@@ -143,6 +172,8 @@ def estimate(board, config, memories=None):
         "binary": f"{config.pe} PE x {config.simd} SIMD, no DSP" if config.binary else "absent",
         "memories": memory_detail,
     }
+    if logic is not None:
+        detail["logic"] = f"{logic[1]}: at least {logic[0]} logic cells"
     problems = []
     dsp_available = totals.get("dsp", 0)
     if dsp > dsp_available:
@@ -161,15 +192,19 @@ def estimate(board, config, memories=None):
     if bram > bram_available:
         problems.append(
             f"the memories need {bram} block RAMs of {board.bram_bits // 1024} kbit but the "
-            f"{board.device} has {bram_available}: shrink the buffers "
+            f"{board.device} has {bram_available}: shrink the memories "
             f"({'; '.join(f'{k} {v}' for k, v in memory_detail.items())})")
+    lut_available = totals.get("lut", 0)
+    if logic is not None and lut_available and logic[0] > lut_available:
+        problems.append(f"{logic[1]} needs at least {logic[0]} logic cells but the "
+                        f"{board.device} has {lut_available}: {logic[2]}")
     return Estimate(dsp, dsp_available, bram, bram_available, spram, spram_available,
                     board.dsp_name, detail, problems)
 
 
-def check_fit(board, config, memories=None):
+def check_fit(board, config, memories=None, logic=None):
     """Return the :class:`Estimate`; raise :class:`DoesNotFit` naming what to shrink."""
-    result = estimate(board, config, memories)
+    result = estimate(board, config, memories, logic)
     if not result.fits:
         raise DoesNotFit(f"configuration does not fit the {board.name} ({board.device}): "
                          + "; ".join(result.problems))

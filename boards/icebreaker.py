@@ -16,15 +16,26 @@ class ICEBreaker(Board):
     family = "ice40"
     device = "iCE40UP5K"
     dsp_backend = "ice40"
-    # 4x4 INT8 = 16 products in 8 SB_MAC16 (dual 8x8 mode): every DSP of the UP5K.
+    # 4x4 INT8 = 16 products in 8 SB_MAC16 (dual 8x8 mode): every DSP of the UP5K. The
+    # buffer sizes and options are for the accelerator top (`--design top`; the stand-in has
+    # no memories): 2 KiB buffers, a 512 x 32 binary weight store and 32-bit counters keep
+    # its memories in the 30 EBRs for one engine. Both engines, or the INT8 engine in any
+    # shape, do not fit the UP5K's 5280 logic cells (docs/BOARDS.md has the numbers); the
+    # binary engine alone does: `qaccel build --design top --no-int8 --pe 2` (24 MHz).
     default_config = BuildConfig(rows=4, cols=4, pe=4, simd=32, clock_hz=24e6,
-                                 baud=3_000_000, dsp_backend="ice40")
+                                 baud=3_000_000, dsp_backend="ice40",
+                                 weights_bytes=2048, activations_bytes=2048,
+                                 params_bytes=1024, outputs_bytes=2048,
+                                 options={"binary_max_k": 512, "binary_max_n": 32,
+                                          "counter_width": 32})
     oscillator_hz = 12e6
     uart = ("uart", 0)
     leds = {"activity": ("led_g", 0), "error": ("led_r", 0)}
     device_totals = {"lut": 5280, "ff": 5280, "dsp": 8, "bram": 30, "spram": 4}
     bram_bits = 4096
     spram_bits = 256 * 1024
+    # SB_RAM40_4K read/write modes (Yosys maps a memory to one of them)
+    bram_shapes = ((16, 256), (8, 512), (4, 1024), (2, 2048))
     dsp_name = "SB_MAC16"
     build_tools = ("yosys", "nextpnr-ice40", "icepack")
     program_tools = ("iceprog", "openFPGALoader")

@@ -39,6 +39,8 @@ class ULX3S85F(Board):
     device_totals = {"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208, "spram": 0}
     bram_bits = 18 * 1024
     spram_bits = 0
+    # DP16KD: 36 bits wide as a pseudo dual-port RAM (PDPW16KD), 18 and less as DP16KD
+    bram_shapes = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
     dsp_name = "MULT18X18D"
     build_tools = ("yosys", "nextpnr-ecp5", "ecppack")
     program_tools = ("openFPGALoader", "fujprog")

@@ -45,6 +45,9 @@ class KCU105(Board):
     device_totals = {"lut": 242400, "ff": 484800, "dsp": 1920, "bram": 600, "spram": 0}
     bram_bits = 36 * 1024
     spram_bits = 0
+    # RAMB36E2: 72 bits wide in simple dual-port mode
+    bram_shapes = ((72, 512), (36, 1024), (18, 2048), (9, 4096), (4, 8192), (2, 16384),
+                   (1, 32768))
     dsp_name = "DSP48E2"
     build_tools = ("vivado",)
     synth_tools = ("yosys",)

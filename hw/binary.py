@@ -54,6 +54,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .popcount import POPCOUNT_STRUCTURES, popcount
+from .ram import registered_read_port
 
 __all__ = ["Op", "Mode", "COMMAND_LAYOUT", "output_layout", "BinaryEngine"]
 
@@ -115,22 +116,9 @@ def _at_least(value, constant):
 
 
 def _read_port(m, memory, name, enable):
-    """Synchronous read of ``memory`` whose data holds while ``enable`` is low.
-
-    Built as an asynchronous port plus a register (no reset), which Yosys' ``memory_dff``
-    merges into the block RAM's registered port, applying the memory's ``no_rw_check``
-    attribute on the way. A port Amaranth emits as synchronous keeps read-before-write
-    semantics on a same-address collision instead, which Yosys emulates on iCE40 with a
-    delayed write (a register per data bit) and a bypass multiplexer. The engine never uses
-    data read in the same cycle as a write to that address, so collisions may be don't-care.
-
-    Returns ``(address, data)``.
-    """
-    port = memory.read_port(domain="comb")
-    data = Signal(memory.shape, name=f"{name}_data", reset_less=True)
-    with m.If(enable):
-        m.d.sync += data.eq(port.data)
-    return port.addr, data
+    """:func:`qaccel.hw.ram.registered_read_port` (the engine never uses data read in the
+    same cycle as a write to that address, so collisions may be don't-care)."""
+    return registered_read_port(m, memory, name, enable)
 
 
 def _check_int(name, value, low, high):

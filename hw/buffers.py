@@ -27,6 +27,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..sw.protocol import BufferId
+from .ram import NO_RW_CHECK, registered_read_port
 
 __all__ = ["BufferBank", "byte_lane", "word_address"]
 
@@ -39,6 +40,13 @@ def word_address(byte_address, word_bytes):
 def byte_lane(byte_address, word_bytes):
     """Byte position of a byte address inside its memory word."""
     return byte_address[:exact_log2(word_bytes)] if word_bytes > 1 else Const(0, 1)
+
+
+class _ReadPort:
+    """``addr``, ``en`` and (once built) ``data`` of a read port."""
+
+    def __init__(self, addr, en):
+        self.addr, self.en, self.data = addr, en, None
 
 
 def _check_sizes(sizes, words):
@@ -123,10 +131,18 @@ class BufferBank(wiring.Component):
             word = self.words[buffer]
             lanes = exact_log2(word)
             name = buffer.name.lower()
-            memory = Memory(shape=8 * word, depth=self.depths[buffer], init=[])
+            # No data read in the cycle its address is written is ever used (WRITE only
+            # writes, READ and the parameter scan only read, both are refused during a run,
+            # and an engine never reads OUTPUTS), so a collision needs no logic (see
+            # qaccel.hw.ram).
+            memory = Memory(shape=8 * word, depth=self.depths[buffer], init=[],
+                            attrs=NO_RW_CHECK)
             m.submodules[name] = memory
             write = memory.write_port(granularity=8)
-            read = memory.read_port()
+            read = _ReadPort(Signal(range(self.depths[buffer]), name=f"{name}_rd_addr"),
+                             Signal(name=f"{name}_rd_en"))
+            port_addr, read.data = registered_read_port(m, memory, name, read.en)
+            m.d.comb += port_addr.eq(read.addr)
 
             host_write = self.host_wr_en & (self.host_wr_buffer == buffer)
             host_word = self.host_wr_addr >> lanes

@@ -147,8 +147,14 @@ class Int8Controller(wiring.Component):
         a_word = self.word_widths["activations"][1]
         w_word = self.word_widths["weights"][1]
 
+        # The sequencer let this descriptor through only if every region fits its buffer, so
+        # m, n and k are at most the largest buffer's size in bytes (k * m_pad <= activation
+        # bytes, k * n_pad <= weight bytes): the walkers' counters need address_width + 1
+        # bits, not the 16 of the descriptor fields (on a 2 KiB build, 12 bits: about 100
+        # LUTs less on an iCE40).
+        count = min(16, aw + 1)
         m.submodules.array = array = SystolicArray(rows, cols, backend=self.backend,
-                                                   max_k=MAX_RUN_K)
+                                                   max_k=min(MAX_RUN_K, (1 << count) - 1))
         m.submodules.requant = requant = Requantizer(2 * cols, mult_cycles=self.mult_cycles,
                                                      tag_width=aw)
         m.d.comb += [requant.zp_out.eq(d.zp_out), requant.act_min.eq(d.act_min),
@@ -166,8 +172,8 @@ class Int8Controller(wiring.Component):
 
         # ---- command issuer ------------------------------------------------------------------
         issue_active = Signal()
-        issue_m_left = Signal(16)
-        issue_n_left = Signal(16)
+        issue_m_left = Signal(count)
+        issue_n_left = Signal(count)
         cmd = array.cmd.payload
         m.d.comb += [
             array.cmd.valid.eq(issue_active),
@@ -189,9 +195,9 @@ class Int8Controller(wiring.Component):
 
         # ---- feeder: one activation word and one weight word per step ----------------------
         feed_active = Signal()
-        feed_k_left = Signal(16)
-        feed_m_left = Signal(16)
-        feed_n_left = Signal(16)
+        feed_k_left = Signal(count)
+        feed_m_left = Signal(count)
+        feed_n_left = Signal(count)
         a_pointer = Signal(aw)
         w_pointer = Signal(aw)
         w_column_base = Signal(aw)
@@ -241,15 +247,15 @@ class Int8Controller(wiring.Component):
                          pair_valid.eq(0)]
 
         # ---- parameter loader (requantized mode) ---------------------------------------------
-        load_column = Signal(16)      # column tiles whose parameters are loaded
-        load_n_left = Signal(16)
+        load_column = Signal(count)      # column tiles whose parameters are loaded
+        load_n_left = Signal(count)
         load_lane = Signal(range(cols))
         load_phase = Signal(2)
         load_busy = Signal()
         load_pointer = Signal(aw)     # word address of the record
         load_bias = Signal(32)
         load_m0 = Signal(32)
-        serial_column = Signal(16)
+        serial_column = Signal(count)
         load_tile = Mux(fits(load_n_left, cols), load_n_left, cols)
         param_port = requant.param.payload
         m.d.comb += [
@@ -284,8 +290,8 @@ class Int8Controller(wiring.Component):
 
         # ---- serializer: output rows -> one column per transfer ---------------------------
         serial_lane = Signal(range(cols))
-        serial_m_left = Signal(16)
-        serial_n_left = Signal(16)
+        serial_m_left = Signal(count)
+        serial_n_left = Signal(count)
         serial_row_address = Signal(aw)      # byte address of the row's first element
         serial_column_address = Signal(aw)   # byte address of the column tile's first element
         serial_param_base = Signal(aw)       # word address of the column tile's first record

@@ -13,6 +13,7 @@ from amaranth.lib.crc import catalog as crc_catalog
 from amaranth.lib.wiring import In, Out
 
 from ..sw.protocol import CRC_BYTES, DELIMITER, MAX_FRAME, REPLY_FLAG
+from .ram import NO_RW_CHECK, registered_read_port
 
 __all__ = ["FrameByte", "FrameDecoder", "FrameEncoder", "COBS_MAX_BLOCK", "RING_DEPTH"]
 
@@ -138,10 +139,13 @@ class FrameDecoder(wiring.Component):
         m = Module()
         max_frame = self._max_frame
 
-        m.submodules.buffer = buffer = memory.Memory(shape=8, depth=max_frame, init=[])
+        # Written while a frame arrives; its read data is used only while a good frame is
+        # held (input stopped), so a same-address collision needs no logic (see qaccel.hw.ram).
+        m.submodules.buffer = buffer = memory.Memory(shape=8, depth=max_frame, init=[],
+                                                     attrs=NO_RW_CHECK)
         write = buffer.write_port()
-        read = buffer.read_port()
-        m.d.comb += [read.addr.eq(self.rd_addr), self.rd_data.eq(read.data)]
+        read_addr, read_data = registered_read_port(m, buffer, "buffer_rd")
+        m.d.comb += [read_addr.eq(self.rd_addr), self.rd_data.eq(read_data)]
 
         m.submodules.crc = crc = _crc32_processor()
 
@@ -300,9 +304,13 @@ class FrameEncoder(wiring.Component):
 
         # Stage 2: the writer puts the encoded stream into the ring; `committed` marks the end
         # of what is final (closed blocks and delimiters).
-        m.submodules.ring = ring = memory.Memory(shape=8, depth=RING_DEPTH, init=[])
+        # The writer writes only slots past `committed`, the reader uses data only from
+        # slots before it: a same-address collision is never used (see qaccel.hw.ram).
+        m.submodules.ring = ring = memory.Memory(shape=8, depth=RING_DEPTH, init=[],
+                                                 attrs=NO_RW_CHECK)
         write = ring.write_port()
-        read = ring.read_port()
+        read_en = Signal()
+        read_addr, read_data = registered_read_port(m, ring, "ring_rd", read_en)
         pointer_shape = range(RING_DEPTH)
 
         write_ptr = Signal(pointer_shape, init=1)   # next free slot
@@ -316,11 +324,18 @@ class FrameEncoder(wiring.Component):
 
         allocated = Signal(2)
         released = Signal()
-        m.d.sync += used.eq(used + allocated - released)
+        used_next = Signal.like(used)
+        m.d.comb += used_next.eq(used + allocated - released)
+        m.d.sync += used.eq(used_next)
 
         # At most two slots are allocated per cycle; keeping one more free means the committed
         # span never covers the whole ring, so read_ptr == committed always means empty.
-        room = used <= RING_DEPTH - 3
+        # `room` is `used <= RING_DEPTH - 3`, registered from the next value of `used`: the
+        # same flag, without a comparator between the registers and `i.ready` (which the
+        # sequencer's reply logic, the READ address and the buffers' EBR address follow:
+        # the iCE40 top's critical path).
+        room = Signal(init=1 <= RING_DEPTH - 3)
+        m.d.sync += room.eq(used_next <= RING_DEPTH - 3)
         m.d.comb += raw_ready.eq((state == _WriterState.ACCEPT) & room)
 
         with m.Switch(state):
@@ -368,8 +383,8 @@ class FrameEncoder(wiring.Component):
         # register: its address advances (and its data changes) only when the output is free.
         advance = ~self.o.valid | self.o.ready
         available = read_ptr != committed
-        m.d.comb += [read.addr.eq(read_ptr), read.en.eq(advance),
-                     self.o.payload.eq(read.data)]
+        m.d.comb += [read_addr.eq(read_ptr), read_en.eq(advance),
+                     self.o.payload.eq(read_data)]
         with m.If(advance):
             m.d.sync += self.o.valid.eq(available)
             with m.If(available):

@@ -42,6 +42,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .ram import NO_RW_CHECK, registered_read_port
+
 __all__ = ["MULT_CYCLES", "Requantizer", "requant_layouts"]
 
 #: Accepted values of ``mult_cycles``: 1 is the parallel multiplier (one ``*``), the others
@@ -253,9 +255,14 @@ class Requantizer(wiring.Component):
 
         # ---- parameter memory ------------------------------------------------------------
         entry = data.StructLayout({"bias": signed(32), "m0": unsigned(31), "shift": signed(6)})
-        m.submodules.params = params = Memory(shape=entry, depth=self._channels, init=[])
+        # Synchronous, not transparent (see the `param` docs). The Int8Controller writes the
+        # parameters of one column tile while the other half of the memory is read, so a
+        # same-address collision needs no logic (see qaccel.hw.ram).
+        m.submodules.params = params = Memory(shape=entry, depth=self._channels, init=[],
+                                              attrs=NO_RW_CHECK)
         write = params.write_port()
-        read = params.read_port()  # synchronous, not transparent: see the `param` docs
+        read_en = Signal()
+        read_addr, read_data = registered_read_port(m, params, "params_rd", read_en)
         m.d.comb += [
             self.param.ready.eq(1),
             write.en.eq(self.param.valid),
@@ -280,8 +287,8 @@ class Requantizer(wiring.Component):
         s0_acc = Signal(signed(32))
         m.d.comb += [
             self.i.ready.eq(s0_load),
-            read.addr.eq(self.i.payload.channel),
-            read.en.eq(s0_load),
+            read_addr.eq(self.i.payload.channel),
+            read_en.eq(s0_load),
         ]
         with m.If(s0_load):
             m.d.sync += [
@@ -302,15 +309,15 @@ class Requantizer(wiring.Component):
         s1_rounding = Signal()  # right > 0
         s1_right_m1 = Signal(unsigned(5))  # right - 1 (0 when right == 0)
         m.d.comb += s0_load.eq(~s0_valid | s1_load)
-        shift = read.data.shift
+        shift = read_data.shift
         left = Signal(unsigned(5))
         m.d.comb += left.eq(Mux(shift > 0, shift[:5], 0))
         with m.If(s1_load):
             m.d.sync += [
                 s1_valid.eq(s0_valid),
                 s1_pass.eq(s0_pass),
-                s1_acc.eq(s0_acc + read.data.bias),  # truncation to 32 bits is the wrap
-                s1_m0.eq(read.data.m0),
+                s1_acc.eq(s0_acc + read_data.bias),  # truncation to 32 bits is the wrap
+                s1_m0.eq(read_data.m0),
                 s1_left.eq(left),
                 # bit j (j < 31) leaves the range when j + left >= 31
                 s1_guard.eq(Cat(*[_at_least(left, 31 - j) for j in range(31)])),

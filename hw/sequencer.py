@@ -314,8 +314,25 @@ class CommandSequencer(wiring.Component):
         engine = _field(header, "engine")
         mode = _field(header, "mode")
         d_m, d_k, d_n = _field(header, "m"), _field(header, "k"), _field(header, "n")
-        a_offset, w_offset = _field(header, "a_offset"), _field(header, "w_offset")
-        p_offset, out_offset = _field(header, "p_offset"), _field(header, "out_offset")
+        # The descriptor's u32 offsets are kept as their low `aw + 1` bits plus one flag for
+        # "any higher bit set", and read back with that flag copied into every higher bit:
+        # the value is exact whenever it is below 2 ** (aw + 1), and at least that otherwise,
+        # which no region check lets through either way. (The header bytes they replace have
+        # no reader left, so synthesis drops them: about 80 flip-flops on a 2 KiB build.)
+        kept = aw + 1
+        offset_store = {}
+        for name in ("a_offset", "w_offset", "p_offset", "out_offset"):
+            start, size, _ = _FIELDS[name]
+            assert 8 * size > kept
+            offset_store[name] = (start, size, Signal(kept, name=f"{name}_low"),
+                                  Signal(name=f"{name}_high"))
+
+        def stored_offset(name):
+            start, size, low, high = offset_store[name]
+            return Cat(low, high.replicate(8 * size - kept))
+
+        a_offset, w_offset = stored_offset("a_offset"), stored_offset("w_offset")
+        p_offset, out_offset = stored_offset("p_offset"), stored_offset("out_offset")
         zp_out, act_min, act_max = (_field(header, "zp_out"), _field(header, "act_min"),
                                     _field(header, "act_max"))
         t_count = _field(header, "thresholds")
@@ -402,6 +419,8 @@ class CommandSequencer(wiring.Component):
                 with m.Case(index):
                     m.d.comb += [region_offset.eq(r_offset), region_length.eq(r_length),
                                  region_size.eq(sizes[buffer]), region_used.eq(used)]
+        region_ok_q = Signal()     # region_ok of the previous cycle
+        region_phase = Signal()    # 0: the check is being registered, 1: act on it
         region_ok = ~region_used | (
             (region_offset[aw + 1:] == 0) &
             ((region_offset[:aw + 1] + region_length) <= region_size))
@@ -593,8 +612,19 @@ class CommandSequencer(wiring.Component):
                 with m.If(parse_index < parse_count):
                     m.d.sync += parse_index.eq(parse_index + 1)
                 with m.If(parse_pending):
-                    m.d.sync += header.word_select((parse_index - 1)[:len(parse_index)], 8).eq(
-                        self.frame_rd_data)
+                    byte_index = (parse_index - 1)[:len(parse_index)]
+                    m.d.sync += header.word_select(byte_index, 8).eq(self.frame_rd_data)
+                    for start, size, low, high in offset_store.values():
+                        for j in range(size):
+                            kept_here = min(max(kept - 8 * j, 0), 8)
+                            above = self.frame_rd_data[kept_here:].any() if kept_here < 8 \
+                                else Const(0, 1)
+                            with m.If(byte_index == start + j):
+                                if kept_here:
+                                    m.d.sync += low[8 * j:8 * j + kept_here].eq(
+                                        self.frame_rd_data[:kept_here])
+                                # the field's first byte restarts the flag
+                                m.d.sync += high.eq(above if j == 0 else high | above)
                 with m.If(~parse_pending & (parse_index == parse_count)):
                     with m.Switch(opcode):
                         with m.Case(proto.Opcode.WRITE):
@@ -633,7 +663,7 @@ class CommandSequencer(wiring.Component):
                            length=read_length)
 
             with m.State("RUN_CHECK"):
-                m.d.sync += [product_index.eq(0), region_index.eq(0)]
+                m.d.sync += [product_index.eq(0), region_index.eq(0), region_phase.eq(0)]
                 with m.If((engine == proto.Engine.INT8) & Const(caps.has_int8, 1)):
                     with m.If(int8_ok):
                         m.next = "PRODUCTS"
@@ -672,17 +702,22 @@ class CommandSequencer(wiring.Component):
                         m.next = "REGIONS"
 
             with m.State("REGIONS"):
-                with m.If(~region_ok):
-                    finish(proto.Status.OUT_OF_RANGE, record_it=1)
-                with m.Elif(region_index == len(regions) - 1):
-                    m.d.sync += [scan_address.eq(p_offset + 7), scan_left.eq(d_n),
-                                 scan_phase.eq(0), scan_pending.eq(0), scan_bad.eq(0)]
-                    with m.If(is_int8 & requant):
-                        m.next = "SCAN"
+                # Two cycles per region: the check (descriptor fields -> length multiplexer
+                # -> adder -> comparator, about 25 ns on an iCE40) is registered before the
+                # state machine acts on it, so it does not lengthen the clock period.
+                m.d.sync += [region_ok_q.eq(region_ok), region_phase.eq(~region_phase)]
+                with m.If(region_phase):
+                    with m.If(~region_ok_q):
+                        finish(proto.Status.OUT_OF_RANGE, record_it=1)
+                    with m.Elif(region_index == len(regions) - 1):
+                        m.d.sync += [scan_address.eq(p_offset + 7), scan_left.eq(d_n),
+                                     scan_phase.eq(0), scan_pending.eq(0), scan_bad.eq(0)]
+                        with m.If(is_int8 & requant):
+                            m.next = "SCAN"
+                        with m.Else():
+                            m.next = "START"
                     with m.Else():
-                        m.next = "START"
-                with m.Else():
-                    m.d.sync += region_index.eq(region_index + 1)
+                        m.d.sync += region_index.eq(region_index + 1)
 
             with m.State("SCAN"):
                 # bytes 7 (top of m0) and 8 (shift) of each 12-byte record

@@ -174,22 +174,33 @@ class TopConfig:
             clock_hz=self.clock_hz, baud=self.baud, binary_max_k=self.binary_max_k,
             binary_max_n=self.binary_max_n, max_thresholds=self.max_thresholds)
 
-    def memory_bits(self):
-        """``{block: bits}`` of every memory in the build (for sizing against a device)."""
-        bits = {f"buffer {buffer.name.lower()}": 8 * self.buffer_bytes(buffer)
-                for buffer in proto.BufferId}
-        bits["frame decoder buffer"] = 8 * proto.MAX_FRAME
-        bits["frame encoder ring"] = 8 * 512
+    def memory_shapes(self):
+        """``{block: (width, depth)}`` of every memory in the build, as instantiated.
+
+        Block RAMs have a fixed aspect ratio range (an iCE40 EBR is 16 bits wide at most),
+        so a wide memory takes more blocks than its bits suggest; the board fit check
+        (:func:`qaccel.boards.estimate.bram_blocks`) counts them from these shapes.
+        """
+        shapes = {f"buffer {buffer.name.lower()}":
+                  (8 * self.word_bytes(buffer),
+                   self.buffer_bytes(buffer) // self.word_bytes(buffer))
+                  for buffer in proto.BufferId}
+        shapes["frame decoder buffer"] = (8, proto.MAX_FRAME)
+        shapes["frame encoder ring"] = (8, RING_DEPTH)
         if self.int8:
-            bits["requantizer parameters"] = 2 * self.cols * (32 + 31 + 6)
+            shapes["requantizer parameters"] = (32 + 31 + 6, 2 * self.cols)
         if self.binary:
             sf = -(-self.binary_max_k // self.simd)
             nf = -(-self.binary_max_n // self.pe)
             threshold_bits = (self.binary_max_k + 1).bit_length() + 1
-            bits["binary weights"] = nf * sf * self.pe * self.simd
-            bits["binary activations"] = sf * self.simd
-            bits["binary thresholds"] = nf * self.pe * self.max_thresholds * threshold_bits
-        return bits
+            shapes["binary weights"] = (self.pe * self.simd, nf * sf)
+            shapes["binary activations"] = (self.simd, sf)
+            shapes["binary thresholds"] = (self.pe * self.max_thresholds * threshold_bits, nf)
+        return shapes
+
+    def memory_bits(self):
+        """``{block: bits}`` of every memory in the build (for sizing against a device)."""
+        return {name: width * depth for name, (width, depth) in self.memory_shapes().items()}
 
 
 class AcceleratorTop(wiring.Component):

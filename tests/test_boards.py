@@ -12,7 +12,7 @@ import pytest
 
 from qaccel.boards import BOARDS, BuildConfig, get_board
 from qaccel.boards.base import find_build_tool
-from qaccel.boards.estimate import DoesNotFit, check_fit, dsp_blocks, estimate
+from qaccel.boards.estimate import DoesNotFit, bram_blocks, check_fit, dsp_blocks, estimate
 from qaccel.boards.pll import ecp5_pll, ice40_pll
 from qaccel.sim import cache_dir, run_cocotb
 
@@ -88,16 +88,72 @@ def test_dsp_estimate_agrees_with_hw_resources():
 
 def test_memory_estimate():
     board = get_board("icebreaker")
-    config = board.config(weights_bytes=4096, activations_bytes=2048)
+    # (the iCEBreaker's default sizes the other two buffers for the top: 0 leaves them out)
+    config = board.config(weights_bytes=4096, activations_bytes=2048, params_bytes=0,
+                          outputs_bytes=0)
     result = estimate(board, config)
     assert (result.bram, result.spram) == (12, 0)         # 512-byte EBRs
     with pytest.raises(DoesNotFit, match="memories need 130 block RAMs of 4 kbit but the "
                                          "iCE40UP5K has 30"):
-        check_fit(board, board.config(weights_bytes=64 * 1024, activations_bytes=1024))
+        check_fit(board, board.config(weights_bytes=64 * 1024, activations_bytes=1024,
+                                      params_bytes=0, outputs_bytes=0))
     ecp5 = get_board("ulx3s")
     assert estimate(ecp5, ecp5.config(outputs_bytes=16 * 1024)).bram == 8
     # a design factory's own memory list replaces the buffers
     assert estimate(board, config, {"fifo": 100, "ring": 4097}).bram == 3
+    # shapes count blocks by aspect ratio: an EBR is 16 bits wide at most
+    assert bram_blocks(board, (176, 8)) == 11          # 1408 bits, but 11 columns of 16 bits
+    assert bram_blocks(board, (8, 512)) == 1
+    assert bram_blocks(board, (32, 512)) == 4
+    assert bram_blocks(board, 4097) == 2
+    assert bram_blocks(ecp5, (128, 128)) == 4          # 36-bit wide pseudo dual-port blocks
+    assert estimate(board, config, {"thresholds": (176, 8)}).bram == 11
+
+
+def test_top_memory_estimate_by_shape():
+    """The top's memories counted by shape: what Yosys maps on the iCE40 (measured: 42 EBR
+    for 4x4 + 4 x 32, 2 KiB buffers, a 512 x 32 binary store; 21 for INT8 alone)."""
+    from qaccel.boards.designs import accelerator_top
+
+    board = get_board("icebreaker")
+    config = board.config(weights_bytes=2048, activations_bytes=2048, params_bytes=1024,
+                          outputs_bytes=2048,
+                          options={"binary_max_k": 512, "binary_max_n": 32})
+    shapes = accelerator_top.memory_shapes(config)
+    assert shapes["binary thresholds"] == (4 * 4 * 11, 8)
+    assert sum(w * d for w, d in shapes.values()) == \
+        sum(accelerator_top.memory_bits(config).values())
+    assert estimate(board, config, shapes).bram == 42
+    assert estimate(board, config.replace(binary=False),
+                    accelerator_top.memory_shapes(config.replace(binary=False))).bram == 21
+    with pytest.raises(DoesNotFit, match="binary thresholds 176 x 8 .1408 bits. -> 11 BRAM"):
+        check_fit(board, config, shapes)
+
+
+def test_top_on_icebreaker_fit_check(tmp_path):
+    """The INT8 top is refused on the UP5K before any tool runs (measured logic-cell floor);
+    the binary engine alone in 2 PE x 32 passes (it builds: docs/BOARDS.md)."""
+    from qaccel.boards.build import Progress, build
+    from qaccel.boards.designs import accelerator_top
+
+    board = get_board("icebreaker")
+    config = board.config()       # 4x4 INT8 + 4 x 32 binary
+    logic = accelerator_top.min_logic_cells(config, board.family)
+    assert logic[0] > board.device_totals["lut"]
+    started = time.monotonic()
+    with pytest.raises(DoesNotFit, match="INT8 engine .* needs at least 5921 logic cells but "
+                                         "the iCE40UP5K has 5280: build the binary engine "
+                                         "alone .--no-int8."):
+        build(board, config.replace(binary=False), design="top", out_dir=tmp_path,
+              progress=Progress(None))
+    assert time.monotonic() - started < 5
+    assert not any(tmp_path.iterdir())
+    binary = config.replace(int8=False, pe=2)
+    assert accelerator_top.min_logic_cells(binary, board.family) is None
+    assert check_fit(board, binary, accelerator_top.memory_shapes(binary)).bram == 28
+    # the ECP5 has no measured floor: only memories and DSPs are checked
+    ulx3s = get_board("ulx3s")
+    assert accelerator_top.min_logic_cells(ulx3s.config(), ulx3s.family) is None
 
 
 def test_accelerator_top_factory():
@@ -355,3 +411,32 @@ def test_icebreaker_bitstream(tmp_path):
     assert report["peak"]["int8_macs_per_s"] == 16 * config.clock_hz
     assert report["peak"]["binary_ops_per_s"] == 4 * 32 * config.clock_hz
     assert "SB_MAC16" in result.report.table()
+
+
+@pytest.mark.slow
+def test_icebreaker_top_binary_bitstream(tmp_path):
+    """The accelerator top on the iCEBreaker, binary engine alone (2 PE x 32; the INT8 engine
+    does not fit the UP5K, see docs/BOARDS.md): a bitstream, timing met at the board's clock,
+    no SB_MAC16, the INFO the host tiles with."""
+    from qaccel.boards.build import Progress, build
+    from qaccel.boards.designs import top_config
+
+    board = get_board("icebreaker")
+    for status in board.tools():
+        if not status.found:
+            pytest.skip(f"{status.tool} not installed (the build extra)")
+    config = board.config(int8=False, pe=2)
+    caps = top_config(config).capabilities()
+    assert (caps.engines, caps.pe, caps.simd, caps.binary_max_k, caps.binary_max_n) == \
+        (2, 2, 32, 512, 32)
+    assert (caps.weights_bytes, caps.clock_hz, caps.baud) == (2048, 24_000_000, 3_000_000)
+    result = build(board, config, design="top", out_dir=tmp_path, progress=Progress(None))
+    assert result.bitstream == tmp_path / "top.bin"
+    assert result.bitstream.stat().st_size > 100_000
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["resources"]["DSP"]["used"] == report["estimate"]["dsp"] == 0
+    assert report["resources"]["LC"]["used"] <= 5280
+    assert report["resources"]["BRAM"]["used"] <= 30
+    assert report["timing_met"] is True
+    assert report["fmax_mhz"] >= config.clock_hz / 1e6
+    assert report["peak"]["binary_ops_per_s"] == 2 * 32 * config.clock_hz
