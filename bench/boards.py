@@ -6,9 +6,10 @@ default configuration with the open tools (YoWASP Yosys + nextpnr; on Xilinx boa
 the peak INT8 MAC/s and binary op/s at the configured clock and at Fmax, and the build time.
 Each build's report.json stays in ``--out`` (default ``build/bench-boards``).
 
-``--design top`` builds the accelerator top. On the iCEBreaker its INT8 engine does not fit
-(the fit check says so in milliseconds; the row reads "does not fit"); ``--boards icebreaker
---design top --no-int8 --pe 2`` builds the binary engine alone, which does (docs/BOARDS.md).
+Each board builds its default design (the iCEBreaker: the accelerator top with its binary
+engine alone, the one that fits the UP5K; the others: the stand-in) unless ``--design`` says
+otherwise. ``--boards icebreaker --design standin`` builds the 4x4 INT8 array in all 8
+SB_MAC16; ``--design top --int8`` is refused by the fit check in seconds (docs/BOARDS.md).
 A build that fails for size after synthesis still shows its LUT and flip-flop counts.
 
 Expect several minutes on 2 cores (the ULX3S place-and-route dominates); the first YoWASP
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from qaccel.boards import BOARDS, get_board
 from qaccel.boards.base import find_build_tool
-from qaccel.boards.build import (DEFAULT_DESIGN, DESIGNS, BuildError, DoesNotFit, Progress,
+from qaccel.boards.build import (DESIGNS, BuildError, DoesNotFit, Progress,
                                  TimingFailed, build)
 from qaccel.boards.report import parse_yosys_stat
 
@@ -70,12 +71,14 @@ def run(boards, design, out_root, seed, quiet, changes=None):
     for name in boards:
         board = get_board(name)
         synth_only = board.family == "xilinx" and not find_build_tool("vivado").found
-        config = board.config(**(changes or {}))
-        print(f"== {name}: {'Yosys synthesis only (no Vivado)' if synth_only else 'bitstream'}",
+        design_name = design if design is not None else board.default_design
+        config = board.config(design_name, **(changes or {}))
+        label = f"{name} ({design_name})"
+        print(f"== {label}: {'Yosys synthesis only (no Vivado)' if synth_only else 'bitstream'}",
               file=sys.stderr, flush=True)
         started = time.monotonic()
         try:
-            result = build(board, config, design=design, out_dir=out_root / name, seed=seed,
+            result = build(board, config, design=design_name, out_dir=out_root / name, seed=seed,
                            synth_only=synth_only,
                            progress=Progress(None if quiet else sys.stderr))
             report, status = result.report, "ok" if result.bitstream else "synth only"
@@ -83,20 +86,20 @@ def run(boards, design, out_root, seed, quiet, changes=None):
             report, status = exc.report, "TIMING FAIL"
         except DoesNotFit as exc:
             print(f"{name}: {exc}", file=sys.stderr)
-            rows.append((name, "-", "-", "-", "-", "-", "-", "-", "-",
+            rows.append((label, "-", "-", "-", "-", "-", "-", "-", "-",
                          f"{time.monotonic() - started:.0f}", "FAILED: does not fit (estimate)"))
             continue
         except BuildError as exc:
             print(f"{name}: build failed: {exc}", file=sys.stderr)
             lut, ff, status = _synthesis_counts(out_root / name, str(exc))
-            rows.append((name, lut, ff, "-", "-", "-", "-", "-", "-",
+            rows.append((label, lut, ff, "-", "-", "-", "-", "-", "-",
                          f"{time.monotonic() - started:.0f}", status))
             continue
         peak = report.peak()
         fmax = report.fmax_mhz
         lc = report.resources.get("LC", {}).get("used")
         rows.append((
-            name,
+            label,
             _resource(report, "LUT") + (f" ({lc} LC)" if lc is not None else ""),
             _resource(report, "FF"),
             f"{_resource(report, 'DSP')} {board.dsp_name}",
@@ -114,11 +117,13 @@ def run(boards, design, out_root, seed, quiet, changes=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--boards", nargs="+", default=list(BOARDS), choices=list(BOARDS))
-    parser.add_argument("--design", default=DEFAULT_DESIGN,
-                        help=f"design factory ({', '.join(DESIGNS)}; default {DEFAULT_DESIGN})")
+    parser.add_argument("--design", default=None,
+                        help=f"design factory ({', '.join(DESIGNS)}); default: each board's")
     parser.add_argument("--out", type=Path, default=Path("build") / "bench-boards")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--no-int8", dest="int8", action="store_false", default=None,
+    parser.add_argument("--int8", dest="int8", action="store_true", default=None,
+                        help="include the INT8 engine in every board's default")
+    parser.add_argument("--no-int8", dest="int8", action="store_false",
                         help="leave the INT8 engine out of every board's default")
     parser.add_argument("--pe", type=int, help="binary engine PEs instead of the defaults")
     parser.add_argument("--clock", type=float, metavar="HZ",
@@ -132,7 +137,8 @@ def main(argv=None):
     header = ("board", "LUT", "FF", "DSP", "BRAM", "clock MHz", "Fmax MHz",
               "INT8 MAC/s (clock / Fmax)", "binary op/s (clock / Fmax)", "build s", "status")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    print(f"\nBoard builds, design '{args.design}', default configurations"
+    print(f"\nBoard builds, {'design ' + repr(args.design) if args.design else 'default designs'}, "
+          f"default configurations"
           f"{' with ' + str(changes) if changes else ''} "
           f"({platform.machine()}, {os.cpu_count()} cores, seed {args.seed}):\n")
     for row in [header, *rows]:

@@ -207,6 +207,12 @@ class Board:
         Backend of the INT8 engine's dual MAC on this FPGA.
     default_config : BuildConfig
         What ``qaccel build --board NAME`` builds without options.
+    default_design : str
+        The design factory (a name of ``qaccel.boards.build.DESIGNS``) built without
+        ``--design``.
+    design_defaults : dict
+        ``{design: {field: value}}``: changes to ``default_config`` for one design, applied
+        before the user's (a design that only fits in a smaller shape).
     oscillator_hz : float
         Frequency of the board clock the PLL starts from.
     uart : tuple
@@ -236,6 +242,8 @@ class Board:
     device = ""
     dsp_backend = "generic"
     default_config = BuildConfig()
+    default_design = "standin"
+    design_defaults = {}
     oscillator_hz = None
     uart = ("uart", 0)
     leds = {}
@@ -272,9 +280,13 @@ class Board:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def config(self, **changes):
-        """The default configuration with ``changes`` applied (``None`` values ignored)."""
-        changes = {key: value for key, value in changes.items() if value is not None}
+    def config(self, design=None, **changes):
+        """The default configuration of ``design`` (default :attr:`default_design`) with
+        ``changes`` applied (``None`` values ignored)."""
+        design = design if design is not None else self.default_design
+        defaults = self.design_defaults.get(design, {}) if isinstance(design, str) else {}
+        changes = {**defaults,
+                   **{key: value for key, value in changes.items() if value is not None}}
         return self.default_config.replace(dsp_backend=self.dsp_backend, **changes)
 
     def tools(self):

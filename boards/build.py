@@ -42,7 +42,6 @@ DESIGNS = {
     "standin": "qaccel.boards.designs:standin",
     "top": "qaccel.boards.designs:accelerator_top",
 }
-DEFAULT_DESIGN = "standin"
 
 _STAGE_LABELS = {
     "yosys": "synthesis (Yosys)",
@@ -241,7 +240,7 @@ def _elaborate(board, config, factory, name, progress, overrides):
     return plan, build_config, seconds
 
 
-def build(board, config=None, *, design=DEFAULT_DESIGN, out_dir=None, name="top", seed=1,
+def build(board, config=None, *, design=None, out_dir=None, name="top", seed=1,
           allow_timing_fail=False, synth_only=False, progress=None):
     """Build ``config`` for ``board``: a bitstream, or the Vivado plan on Xilinx.
 
@@ -249,9 +248,9 @@ def build(board, config=None, *, design=DEFAULT_DESIGN, out_dir=None, name="top"
     ----------
     board : Board
     config : BuildConfig or None
-        Default: the board's default configuration.
-    design : str or callable
-        Design factory (see :data:`DESIGNS`).
+        Default: the board's default configuration for ``design``.
+    design : str, callable or None
+        Design factory (see :data:`DESIGNS`); default: the board's ``default_design``.
     out_dir : path-like or None
         Build folder (default ``build/<board>``); files of a previous build are overwritten.
     seed : int
@@ -278,7 +277,8 @@ def build(board, config=None, *, design=DEFAULT_DESIGN, out_dir=None, name="top"
         After writing the report, when timing fails and ``allow_timing_fail`` is false.
     """
     progress = progress if progress is not None else Progress()
-    config = config if config is not None else board.config()
+    design = design if design is not None else board.default_design
+    config = config if config is not None else board.config(design)
     if config.dsp_backend != board.dsp_backend:
         raise ValueError(f"The {board.name} uses the {board.dsp_backend!r} DSP backend, not "
                          f"{config.dsp_backend!r}")

@@ -20,9 +20,10 @@ def add_build_options(parser):
     parser.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(BOARDS),
                         help=f"board to build for (default {DEFAULT_BOARD})")
     parser.add_argument("--design", default=None,
-                        help="design factory: 'standin' (default), 'top' (the accelerator; on "
-                             "the iCEBreaker only its binary engine fits: --no-int8), or "
-                             "'module:attribute'")
+                        help="design factory: 'top' (the accelerator; the iCEBreaker's "
+                             "default, with its binary engine alone, the only engine that "
+                             "fits the UP5K), 'standin' (the other boards' default: the "
+                             "engines on a small test protocol), or 'module:attribute'")
     parser.add_argument("--rows", type=int, help="INT8 array rows")
     parser.add_argument("--cols", type=int, help="INT8 array columns")
     parser.add_argument("--pe", type=int, help="binary engine output channels per cycle")
@@ -61,8 +62,15 @@ def _frequency(text):
 
 
 def _config_from_args(board, args):
-    return board.config(rows=args.rows, cols=args.cols, pe=args.pe, simd=args.simd,
-                        int8=args.int8, binary=args.binary, clock_hz=args.clock,
+    # an engine's shape given without --int8/--binary asks for that engine (the iCEBreaker's
+    # default leaves the INT8 engine out)
+    int8, binary = args.int8, args.binary
+    if int8 is None and (args.rows is not None or args.cols is not None):
+        int8 = True
+    if binary is None and (args.pe is not None or args.simd is not None):
+        binary = True
+    return board.config(args.design, rows=args.rows, cols=args.cols, pe=args.pe,
+                        simd=args.simd, int8=int8, binary=binary, clock_hz=args.clock,
                         baud=args.baud)
 
 
@@ -95,8 +103,8 @@ def boards_main(args=None, stream=sys.stdout):
         dsp = estimate(board, config).dsp
         rows.append((name, board.device, board.dsp_backend,
                      f"{dsp}/{board.device_totals['dsp']} {board.dsp_name}",
-                     ", ".join(parts), buildable))
-    header = ("board", "FPGA", "DSP backend", "DSPs (default)", "default configuration",
+                     f"{board.default_design}: {', '.join(parts)}", buildable))
+    header = ("board", "FPGA", "DSP backend", "DSPs (default)", "default design: configuration",
               "bitstream here")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
@@ -109,7 +117,7 @@ def boards_main(args=None, stream=sys.stdout):
 
 def build_main(args, stream=sys.stdout):
     """``qaccel build``: exit 0 on success, 1 on a failed build or timing, 2 on bad options."""
-    from .build import DEFAULT_DESIGN, BuildError, DoesNotFit, TimingFailed, build
+    from .build import BuildError, DoesNotFit, TimingFailed, build
 
     board = get_board(args.board)
     try:
@@ -118,7 +126,7 @@ def build_main(args, stream=sys.stdout):
         print(f"qaccel build: {exc}", file=sys.stderr)
         return 2
     try:
-        result = build(board, config, design=args.design or DEFAULT_DESIGN, out_dir=args.out,
+        result = build(board, config, design=args.design, out_dir=args.out,
                        seed=args.seed, allow_timing_fail=args.allow_timing_fail,
                        synth_only=args.synth_only)
     except DoesNotFit as exc:

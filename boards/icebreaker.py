@@ -16,12 +16,14 @@ class ICEBreaker(Board):
     family = "ice40"
     device = "iCE40UP5K"
     dsp_backend = "ice40"
-    # 4x4 INT8 = 16 products in 8 SB_MAC16 (dual 8x8 mode): every DSP of the UP5K. The
-    # buffer sizes and options are for the accelerator top (`--design top`; the stand-in has
-    # no memories): 2 KiB buffers, a 512 x 32 binary weight store and 32-bit counters keep
-    # its memories in the 30 EBRs for one engine. Both engines, or the INT8 engine in any
-    # shape, do not fit the UP5K's 5280 logic cells (docs/BOARDS.md has the numbers); the
-    # binary engine alone does: `qaccel build --design top --no-int8 --pe 2` (24 MHz).
+    # The default build is the accelerator top, so that the host driver talks to the board
+    # as to the co-simulation. Its INT8 engine does not fit the UP5K's 5280 logic cells in
+    # any shape (docs/BOARDS.md has the numbers); its binary engine alone does, at 2 PE x 32
+    # (24 MHz). 2 KiB buffers, a 512 x 32 binary weight store and 32-bit counters keep its
+    # memories in the 30 EBRs. `--design standin` builds the 4x4 INT8 array = 16 products
+    # in 8 SB_MAC16 (dual 8x8 mode), every DSP of the UP5K, on a small test protocol.
+    default_design = "top"
+    design_defaults = {"top": {"int8": False, "pe": 2}}
     default_config = BuildConfig(rows=4, cols=4, pe=4, simd=32, clock_hz=24e6,
                                  baud=3_000_000, dsp_backend="ice40",
                                  weights_bytes=2048, activations_bytes=2048,

@@ -70,7 +70,7 @@ def test_too_large_fails_before_synthesis():
     board = get_board("icebreaker")
     started = time.monotonic()
     with pytest.raises(DoesNotFit) as info:
-        check_fit(board, board.config(rows=6, cols=6))
+        check_fit(board, board.config("standin", rows=6, cols=6))
     assert time.monotonic() - started < 1
     message = str(info.value)
     assert "needs 18 SB_MAC16" in message and "has 8" in message, message
@@ -116,8 +116,8 @@ def test_top_memory_estimate_by_shape():
     from qaccel.boards.designs import accelerator_top
 
     board = get_board("icebreaker")
-    config = board.config(weights_bytes=2048, activations_bytes=2048, params_bytes=1024,
-                          outputs_bytes=2048,
+    config = board.config(int8=True, pe=4, weights_bytes=2048, activations_bytes=2048,
+                          params_bytes=1024, outputs_bytes=2048,
                           options={"binary_max_k": 512, "binary_max_n": 32})
     shapes = accelerator_top.memory_shapes(config)
     assert shapes["binary thresholds"] == (4 * 4 * 11, 8)
@@ -137,7 +137,7 @@ def test_top_on_icebreaker_fit_check(tmp_path):
     from qaccel.boards.designs import accelerator_top
 
     board = get_board("icebreaker")
-    config = board.config()       # 4x4 INT8 + 4 x 32 binary
+    config = board.config(int8=True, pe=4)       # 4x4 INT8 + 4 x 32 binary
     logic = accelerator_top.min_logic_cells(config, board.family)
     assert logic[0] > board.device_totals["lut"]
     started = time.monotonic()
@@ -162,9 +162,12 @@ def test_accelerator_top_factory():
     from qaccel.boards.designs import top_config
 
     board = get_board("icebreaker")
-    config = board.config(clock_hz=24e6, weights_bytes=2048)
+    config = board.config(int8=True, pe=4, clock_hz=24e6, weights_bytes=2048)
     top = top_config(config)
     assert (top.rows, top.cols, top.backend, top.pe, top.simd) == (4, 4, "ice40", 4, 32)
+    # the iCEBreaker's default for the top: the binary engine alone, 2 PE
+    default = top_config(board.config())
+    assert (default.int8, default.binary, default.pe, default.simd) == (False, True, 2, 32)
     assert (top.clock_hz, top.baud, top.weights_bytes) == (24_000_000, 3_000_000, 2048)
     factory = resolve_design("top")
     assert sum(factory.memory_bits(config).values()) == sum(top.memory_bits().values())
@@ -173,13 +176,15 @@ def test_accelerator_top_factory():
 
 
 def test_cli_too_large_is_fast(tmp_path):
-    """`qaccel build --rows 6 --cols 6` exits 1 within seconds, without running a tool."""
+    """`qaccel build --rows 8 --cols 8` (which asks for the INT8 engine) exits 1 within
+    seconds, without running a tool, saying what does not fit."""
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "qaccel", "build", "--rows", "6", "--cols", "6",
+    result = subprocess.run([sys.executable, "-m", "qaccel", "build", "--rows", "8", "--cols", "8",
                              "--out", str(tmp_path / "b")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result
-    assert "needs 18 SB_MAC16" in result.stderr
+    assert "needs 32 SB_MAC16" in result.stderr
+    assert "needs at least 5921 logic cells" in result.stderr
     assert time.monotonic() - started < 15
     assert not (tmp_path / "b").exists()
 
@@ -317,7 +322,7 @@ def test_report_from_nextpnr_and_yosys(tmp_path):
     (tmp_path / "stat.json").write_text(json.dumps({"design": {"num_cells_by_type": {
         "SB_LUT4": 2000, "SB_DFFESR": 700, "SB_DFF": 50, "SB_MAC16": 8, "$scopeinfo": 3}}}))
     board = get_board("icebreaker")
-    config = board.config()
+    config = board.config("standin")
     report = make_report(board, config, cells=parse_yosys_stat(tmp_path / "stat.json"),
                          nextpnr=parse_nextpnr_report(tmp_path / "pnr.json"),
                          estimate=estimate(board, config))
@@ -345,7 +350,8 @@ def test_cli_boards_lists_every_board():
     text = out.getvalue()
     for name, board in BOARDS.items():
         assert name in text and board.device in text
-    assert "8/8 SB_MAC16" in text and "64/156 MULT18X18D" in text
+    assert "0/8 SB_MAC16" in text and "64/156 MULT18X18D" in text
+    assert "top: binary 2x32" in text and "standin: INT8 8x8" in text
 
 
 def test_cli_program_without_bitstream(tmp_path, capsys):
@@ -390,17 +396,19 @@ def test_xilinx_plan_without_vivado(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_icebreaker_bitstream(tmp_path):
-    """The default iCEBreaker configuration, from scratch to a bitstream: SB_MAC16 count as
-    estimated, timing met at the configured clock, report.json written."""
+def test_icebreaker_standin_int8_bitstream(tmp_path):
+    """The 4x4 INT8 array packed into all 8 SB_MAC16 of the UP5K (the stand-in design, as the
+    accelerator top's INT8 engine does not fit), from scratch to a bitstream: SB_MAC16 count
+    as estimated, timing met at the configured clock, report.json written."""
     from qaccel.boards.build import Progress, build
 
     board = get_board("icebreaker")
     for status in board.tools():
         if not status.found:
             pytest.skip(f"{status.tool} not installed (the build extra)")
-    config = board.config()
-    result = build(board, config, out_dir=tmp_path, progress=Progress(None))
+    config = board.config("standin")
+    assert (config.rows, config.cols, config.int8) == (4, 4, True)
+    result = build(board, config, design="standin", out_dir=tmp_path, progress=Progress(None))
     assert result.bitstream == tmp_path / "top.bin"
     assert result.bitstream.stat().st_size > 100_000   # UP5K bitstreams are ~104 kB
     report = json.loads((tmp_path / "report.json").read_text())
@@ -414,10 +422,10 @@ def test_icebreaker_bitstream(tmp_path):
 
 
 @pytest.mark.slow
-def test_icebreaker_top_binary_bitstream(tmp_path):
-    """The accelerator top on the iCEBreaker, binary engine alone (2 PE x 32; the INT8 engine
-    does not fit the UP5K, see docs/BOARDS.md): a bitstream, timing met at the board's clock,
-    no SB_MAC16, the INFO the host tiles with."""
+def test_icebreaker_default_bitstream(tmp_path):
+    """The iCEBreaker's default build, from scratch: the accelerator top, binary engine alone
+    (2 PE x 32; the INT8 engine does not fit the UP5K, see docs/BOARDS.md): a bitstream,
+    timing met at the board's clock, no SB_MAC16, the INFO the host tiles with."""
     from qaccel.boards.build import Progress, build
     from qaccel.boards.designs import top_config
 
@@ -425,12 +433,14 @@ def test_icebreaker_top_binary_bitstream(tmp_path):
     for status in board.tools():
         if not status.found:
             pytest.skip(f"{status.tool} not installed (the build extra)")
-    config = board.config(int8=False, pe=2)
+    assert board.default_design == "top"
+    config = board.config()
+    assert (config.int8, config.binary, config.pe) == (False, True, 2)
     caps = top_config(config).capabilities()
     assert (caps.engines, caps.pe, caps.simd, caps.binary_max_k, caps.binary_max_n) == \
         (2, 2, 32, 512, 32)
     assert (caps.weights_bytes, caps.clock_hz, caps.baud) == (2048, 24_000_000, 3_000_000)
-    result = build(board, config, design="top", out_dir=tmp_path, progress=Progress(None))
+    result = build(board, out_dir=tmp_path, progress=Progress(None))
     assert result.bitstream == tmp_path / "top.bin"
     assert result.bitstream.stat().st_size > 100_000
     report = json.loads((tmp_path / "report.json").read_text())
