@@ -146,6 +146,10 @@ def main(args):
             info = acc.info
             acc.reset()
             int8_hw = binary_hw = None
+            for engine, present in (("INT8", info.has_int8), ("binary", info.has_binary)):
+                if not present:
+                    log(f"the device has no {engine} engine (its INFO says so): that model "
+                        f"runs on the golden model only")
             if info.has_int8:
                 int8_hw = _run_batches("int8 MLP", lambda x: int8_model.forward(acc, x),
                                        x_test, progress)
