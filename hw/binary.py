@@ -169,7 +169,7 @@ class BinaryEngine(wiring.Component):
     Notes
     -----
     Throughput: one fold per cycle, so ``m * NF * SF`` cycles per run plus a pipeline
-    latency of 5 cycles from the last fold to its first result on ``o``, as long as the
+    latency of 6 cycles from the last fold to its first result on ``o``, as long as the
     formatter keeps up: in raw and threshold modes it sends one value per cycle and takes a
     new group of ``pe`` values every ``pe + 1`` cycles (so it keeps up when
     ``SF >= pe + 1``); in binary mode it sends one word per cycle and takes a new group of
@@ -278,17 +278,25 @@ class BinaryEngine(wiring.Component):
         s1_last_nf = Signal()
 
         s2_valid = Signal()
-        s2_pop = [Signal(range(simd + 1), name=f"s2_pop{lane_}") for lane_ in range(pe)]
+        s2_agree = [Signal(simd, name=f"s2_agree{lane_}") for lane_ in range(pe)]
         s2_first = Signal()
         s2_last = Signal()
+        s2_nf = Signal.like(nf)
         s2_lanes = Signal(range(pe + 1))
         s2_last_nf = Signal()
-        acc = [Signal(range(self.max_k + 1), name=f"acc{lane_}") for lane_ in range(pe)]
 
         s3_valid = Signal()
-        s3_dot = [Signal(self.dot_shape, name=f"s3_dot{lane_}") for lane_ in range(pe)]
+        s3_pop = [Signal(range(simd + 1), name=f"s3_pop{lane_}") for lane_ in range(pe)]
+        s3_first = Signal()
+        s3_last = Signal()
         s3_lanes = Signal(range(pe + 1))
         s3_last_nf = Signal()
+        acc = [Signal(range(self.max_k + 1), name=f"acc{lane_}") for lane_ in range(pe)]
+
+        s4_valid = Signal()
+        s4_dot = [Signal(self.dot_shape, name=f"s4_dot{lane_}") for lane_ in range(pe)]
+        s4_lanes = Signal(range(pe + 1))
+        s4_last_nf = Signal()
 
         # formatter state
         # raw dots or threshold counts, sign-extended to the output width when sent
@@ -322,10 +330,10 @@ class BinaryEngine(wiring.Component):
         o_last = Signal()
         m.d.comb += [self.o.payload.data.eq(o_value.as_signed()), self.o.payload.last.eq(o_last)]
 
-        pipeline_empty = ~s1_valid & ~s2_valid & ~s3_valid
+        pipeline_empty = ~s1_valid & ~s2_valid & ~s3_valid & ~s4_valid
         formatter_idle = (ser_count == 0) & pack_idle
         formatter_ready = Mux(mode == Mode.BINARY, pack_ready, ser_count == 0)
-        m.d.comb += advance.eq(~s3_valid | formatter_ready)
+        m.d.comb += advance.eq(~s4_valid | formatter_ready)
 
         # ---- command decoding --------------------------------------------------------------
         cmd = self.cmd.payload
@@ -458,14 +466,15 @@ class BinaryEngine(wiring.Component):
             with m.Else():
                 m.d.sync += [kpos.eq(kpos + simd), fold.eq(fold + 1)]
 
-        # ---- XNOR + popcount (stage 1) ---------------------------------------------------
+        # ---- XNOR (stage 1) --------------------------------------------------------------
+        # Registered before the popcount: the block RAM's clock-to-output plus a popcount
+        # tree in one cycle was the critical path (ULX3S 8x8 / 16 x 64 top: 52.3 MHz).
         word = Mux(s1_from_stream, s1_word, a_rd_data)
         # A signal, not an expression: Amaranth lowers an expression again at every use, and
-        # the popcount trees use each mask bit (the top's Verilog grew to 22 MB).
+        # the XNOR lanes use each mask bit (the top's Verilog grew to 22 MB).
         s1_mask = Signal(simd)
         m.d.comb += s1_mask.eq(Cat(*(~s1_last | _at_least(s1_last_valid, bit)
                                      for bit in range(simd))))
-        s2_nf = Signal.like(nf)
         with m.If(advance):
             m.d.sync += [
                 s2_valid.eq(s1_valid),
@@ -477,24 +486,37 @@ class BinaryEngine(wiring.Component):
             ]
             for lane_ in range(pe):
                 weights = w_rd_data[lane_ * simd:(lane_ + 1) * simd]
-                agree = ~(word ^ weights) & s1_mask
-                m.d.sync += s2_pop[lane_].eq(popcount(agree, self.popcount, m=m))
+                m.d.sync += s2_agree[lane_].eq(~(word ^ weights) & s1_mask)
 
-        # ---- accumulate (stage 2) ----------------------------------------------------------
-        m.d.comb += t_rd_addr.eq(s2_nf)
+        # ---- popcount (stage 2) ------------------------------------------------------------
+        s3_nf = Signal.like(nf)
         with m.If(advance):
             m.d.sync += [
-                s3_valid.eq(s2_valid & s2_last),
+                s3_valid.eq(s2_valid),
+                s3_first.eq(s2_first),
+                s3_last.eq(s2_last),
+                s3_nf.eq(s2_nf),
                 s3_lanes.eq(s2_lanes),
                 s3_last_nf.eq(s2_last_nf),
             ]
             for lane_ in range(pe):
-                total = Mux(s2_first, 0, acc[lane_]) + s2_pop[lane_]
-                with m.If(s2_valid):
-                    m.d.sync += acc[lane_].eq(total)
-                m.d.sync += s3_dot[lane_].eq((total << 1) - k)
+                m.d.sync += s3_pop[lane_].eq(popcount(s2_agree[lane_], self.popcount, m=m))
 
-        # ---- thresholds (stage 3) ---------------------------------------------------------
+        # ---- accumulate (stage 3) ----------------------------------------------------------
+        m.d.comb += t_rd_addr.eq(s3_nf)
+        with m.If(advance):
+            m.d.sync += [
+                s4_valid.eq(s3_valid & s3_last),
+                s4_lanes.eq(s3_lanes),
+                s4_last_nf.eq(s3_last_nf),
+            ]
+            for lane_ in range(pe):
+                total = Mux(s3_first, 0, acc[lane_]) + s3_pop[lane_]
+                with m.If(s3_valid):
+                    m.d.sync += acc[lane_].eq(total)
+                m.d.sync += s4_dot[lane_].eq((total << 1) - k)
+
+        # ---- thresholds (stage 4) ---------------------------------------------------------
         counts = []
         bits = []
         for lane_ in range(pe):
@@ -502,13 +524,13 @@ class BinaryEngine(wiring.Component):
             for index in range(max_t):
                 offset = (lane_ * max_t + index) * thr_width
                 threshold = t_rd_data[offset:offset + thr_width].as_signed()
-                reached.append((s3_dot[lane_] >= threshold) & (index < n_thr))
+                reached.append((s4_dot[lane_] >= threshold) & (index < n_thr))
             count = Signal(count_shape, name=f"count{lane_}")
             m.d.comb += count.eq(popcount(Cat(*reached), "naive", m=m))
             counts.append(count)
             bits.append(reached[0])
-        lane_mask = Cat(*(s3_lanes > lane_ for lane_ in range(pe)))
-        take = s3_valid & formatter_ready
+        lane_mask = Cat(*(s4_lanes > lane_ for lane_ in range(pe)))
+        take = s4_valid & formatter_ready
 
         # ---- output formatter ---------------------------------------------------------------
         o_free = ~self.o.valid | self.o.ready
@@ -518,7 +540,7 @@ class BinaryEngine(wiring.Component):
         with m.If(take):
             with m.If(mode == Mode.BINARY):
                 group = Cat(*bits) & lane_mask
-                m.d.sync += pack_flush.eq(s3_last_nf)
+                m.d.sync += pack_flush.eq(s4_last_nf)
                 if slotted:
                     m.d.sync += pack_any.eq(1)
                     with m.Switch(pack_slot):
@@ -532,12 +554,12 @@ class BinaryEngine(wiring.Component):
                 else:
                     m.d.sync += [
                         pack_buffer.eq(pack_buffer | (group << pack_fill)),
-                        pack_fill.eq(pack_fill + s3_lanes),
+                        pack_fill.eq(pack_fill + s4_lanes),
                     ]
             with m.Else():
-                m.d.sync += [ser_count.eq(s3_lanes), ser_last.eq(s3_last_nf)]
+                m.d.sync += [ser_count.eq(s4_lanes), ser_last.eq(s4_last_nf)]
                 for lane_ in range(pe):
-                    value = Mux(mode == Mode.RAW, s3_dot[lane_], counts[lane_])
+                    value = Mux(mode == Mode.RAW, s4_dot[lane_], counts[lane_])
                     m.d.sync += ser_values[lane_].eq(value)
 
         with m.If(o_free):
