@@ -167,7 +167,11 @@ class BuildReport:
                 estimated = str(self.estimate["dsp"])
             elif name in ("BRAM", "SPRAM") and name.lower() in self.estimate \
                     and self.estimate[name.lower()]:
-                estimated = f">= {self.estimate[name.lower()]} (buffers)"
+                blocks = self.estimate[name.lower()]
+                # iCE40 memories can only go to block RAM; on ECP5 and Xilinx Yosys puts
+                # shallow ones in LUT RAM, so the estimate (every memory in BRAM) is a bound.
+                estimated = (f"{blocks} (memories)" if self.family == "ice40"
+                             else f"<= {blocks} (every memory in BRAM)")
             lines.append(f"  {label:<18} {used:>8} {available if available else '-':>8} "
                          f"{share:>6}  {estimated}".rstrip())
         lines.append("")
