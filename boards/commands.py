@@ -20,10 +20,11 @@ def add_build_options(parser):
     parser.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(BOARDS),
                         help=f"board to build for (default {DEFAULT_BOARD})")
     parser.add_argument("--design", default=None,
-                        help="design factory: 'top' (the accelerator; the iCEBreaker's "
-                             "default, with its binary engine alone, the only engine that "
-                             "fits the UP5K), 'standin' (the other boards' default: the "
-                             "engines on a small test protocol), or 'module:attribute'")
+                        help="design factory: 'top' (the accelerator; the default of the "
+                             "iCEBreaker, with its binary engine alone, the only engine "
+                             "that fits the UP5K, and of the ULX3S), 'standin' (the KCU105's "
+                             "default: the engines on a small test protocol), or "
+                             "'module:attribute'")
     parser.add_argument("--rows", type=int, help="INT8 array rows")
     parser.add_argument("--cols", type=int, help="INT8 array columns")
     parser.add_argument("--pe", type=int, help="binary engine output channels per cycle")
