@@ -120,7 +120,18 @@ def render():
     }), ""]
     parts += ["### Buffers, engines, output modes, run states", "",
               _enum_table(proto.BufferId), "", _enum_table(proto.Engine), "",
-              _enum_table(proto.OutputMode), "", _enum_table(proto.RunState), ""]
+              _enum_table(proto.OutputMode, {
+                  proto.OutputMode.RAW_INT32: "INT8 engine: int32 accumulators",
+                  proto.OutputMode.REQUANT_INT8: "INT8 engine: requantized int8 outputs",
+                  proto.OutputMode.THRESHOLDS: "binary engine: threshold counts",
+              }), "", _enum_table(proto.RunState, {
+                  proto.RunState.IDLE: "no run since reset",
+                  proto.RunState.BUSY: "a run is in progress",
+                  proto.RunState.DONE: "the last run finished; its results are in OUTPUTS",
+                  proto.RunState.ERROR: "reserved: a RUN is checked before it starts (a bad "
+                                        "one is refused with its status), so no device "
+                                        "built here reports it",
+              }), ""]
     parts += ["### Counters (COUNTERS reply order, u64 each)", "", _enum_table(proto.Counter, {
         proto.Counter.CYCLES: "cycles since reset",
         proto.Counter.INT8_BUSY: "cycles the INT8 engine was running",
