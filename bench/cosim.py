@@ -10,7 +10,7 @@ Run with ``python bench/cosim.py``. Prints, in one run, simulated cycles per wal
 * the accelerator top in its default configuration (``AcceleratorTop(TopConfig())``, what
   ``Accelerator.open("sim")`` opens) under cocotb (``speed`` in ``sim/tb/top.py``: bulk WRITE
   frames back to back) and in the C++ co-simulation through the real host driver: bulk WRITE
-  traffic (the driver, one command at a time, and the same frames pipelined as under
+  traffic (the driver, WRITEs in batches of its window, and frames pipelined as under
   cocotb), whole-buffer READs, and compute-bound INT8 GEMM and binary layers;
 
 the link efficiency (payload bytes / wire bytes) of the real protocol's bulk WRITE and READ

@@ -262,13 +262,19 @@ buffer; the protocol module's `FrameReader` limits the encoded length to
 after the next delimiter. Two delimiters in a row are an empty frame: ignored.
 
 The host numbers each new command (`seq` 0-255, wrapping) and repeats the number when it
-retries. The device executes a WRITE, RUN or RESET at most once per sequence number: when one
+retries. The device does not execute a WRITE, RUN or RESET twice in a row: when one
 arrives with the `seq` and opcode of the last state-changing command executed, the cached status
 is returned and nothing is done. INFO, READ, STATUS and COUNTERS are executed every time. All
 multi-byte integers are little-endian.
 
 The device answers every good frame with exactly one reply and every bad frame with one NAK
 (`seq` 0, opcode NAK, status CRC_ERROR), in arrival order. A refused command changes nothing.
+
+The host driver sends the WRITEs of a bulk write in batches (`window`, 8 by default) back to
+back and then collects their replies; after a fault it sends the ones without a good reply
+again, together. A WRITE that is repeated after another one may run twice, which is
+harmless: the batch's WRITEs put fixed bytes into disjoint ranges. Every other command waits
+for its reply before the next one is sent.
 """
 
 COUNTER_NOTES = """

@@ -23,12 +23,17 @@ Link robustness: every command carries a sequence number and a CRC-32; a reply t
 arrive within ``timeout`` seconds, arrives corrupted, or is a NAK makes the driver send the
 same command again (same sequence number, so the device never executes a state change twice),
 up to ``retries`` times; then :class:`QaccelLinkError` (or :class:`QaccelTimeoutError` when
-nothing came back at all). Frames are logged as hex at DEBUG level on the ``qaccel.driver``
+nothing came back at all). Bulk writes send ``window`` WRITE frames back to back before
+collecting their replies; after a fault among them the driver sends those without a good
+reply again, together. The device may then execute one of those WRITEs twice, which changes
+nothing: the WRITEs of one :meth:`Accelerator.write_buffer` call put the same bytes into
+disjoint ranges. Frames are logged as hex at DEBUG level on the ``qaccel.driver``
 logger.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 import urllib.parse
@@ -107,19 +112,29 @@ class Accelerator:
         Extra attempts per command after a lost, corrupted or refused-as-corrupted frame.
     run_timeout : float
         Seconds a RUN may take before :class:`QaccelTimeoutError`.
+    window : int
+        WRITE frames :meth:`write_buffer` sends back to back before it collects their
+        replies (1: wait for each reply). The
+        device takes WRITE frames as fast as the link brings them and answers each with a
+        short reply, so a window does not overrun a board's UART; it hides the round trips
+        (USB latency on a board, the harness's turnaround in a co-simulation).
     """
 
-    def __init__(self, transport, *, timeout=2.0, retries=8, run_timeout=600.0):
+    def __init__(self, transport, *, timeout=2.0, retries=8, run_timeout=600.0, window=8):
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, not {retries}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be an integer >= 1, not {window!r}")
         self._transport = transport
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.run_timeout = float(run_timeout)
+        self.window = window
         self.stats = LinkStats()
         self._reader = proto.FrameReader(reply=True)
+        self._backlog = collections.deque()  # reply items read but not yet looked at
         self._seq = int(time.monotonic_ns()) & 0xFF
         self._closed = False
         try:
@@ -182,16 +197,23 @@ class Accelerator:
         seq = self._next_seq()
         wire = proto.encode_frame(seq, opcode, body)
         self.stats.commands += 1
+        return self._exchange(seq, opcode, wire, sent=False)
+
+    def _send(self, wire):
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("tx %s", wire.hex(" "))
+        self._transport.write(wire)
+        self.stats.bytes_out += len(wire)
+
+    def _exchange(self, seq, opcode, wire, *, sent):
+        """Send ``wire`` (again, when ``sent``) until its reply comes; returns the reply."""
         heard_anything = False
-        for attempt in range(self.retries + 1):
+        for attempt in range(1 if sent else 0, self.retries + 1):
             if attempt:
                 self.stats.retries += 1
                 logger.info("retrying %s seq %d (attempt %d)", proto.Opcode(opcode).name, seq,
                             attempt + 1)
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug("tx %s", wire.hex(" "))
-            self._transport.write(wire)
-            self.stats.bytes_out += len(wire)
+            self._send(wire)
             reply, heard = self._await_reply(seq, opcode)
             heard_anything |= heard
             if reply is not None:
@@ -206,39 +228,110 @@ class Accelerator:
             f"{self.retries + 1} attempts: {self.stats.bad_frames} bad frames, "
             f"{self.stats.naks} NAKs so far")
 
-    def _await_reply(self, seq, opcode):
-        """(reply or None, whether any bytes arrived). None means: send again."""
-        deadline = time.monotonic() + self.timeout
-        heard = False
-        while True:
+    def _next_item(self, deadline):
+        """The next reply frame or :class:`~protocol.FrameError` from the device, or None once
+        ``deadline`` (``time.monotonic()``) has passed."""
+        while not self._backlog:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self.stats.timeouts += 1
-                self._reader.clear()
-                return None, heard
+                return None
             data = self._transport.read(remaining)
             if not data:
                 continue
-            heard = True
             self.stats.bytes_in += len(data)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("rx %s", data.hex(" "))
-            for item in self._reader.feed(data):
-                if isinstance(item, proto.FrameError):
-                    # A corrupted reply: the device dedupes state changes, so ask again.
-                    self.stats.bad_frames += 1
-                    logger.info("dropped a bad reply frame: %s", item)
-                    return None, heard
-                if item.opcode == proto.Opcode.NAK:
-                    self.stats.naks += 1
-                    return None, heard
-                if item.seq != seq or item.opcode != opcode:
-                    continue  # a late reply to an earlier attempt or command
-                return item, heard
+            self._backlog.extend(self._reader.feed(data))
+        return self._backlog.popleft()
+
+    def _fault(self, item):
+        """Count a timeout (``item`` None), a bad reply frame or a NAK; returns whether
+        ``item`` is one of them."""
+        if item is None:
+            self.stats.timeouts += 1
+            self._reader.clear()
+        elif isinstance(item, proto.FrameError):
+            # A corrupted reply: the device dedupes state changes, so ask again.
+            self.stats.bad_frames += 1
+            logger.info("dropped a bad reply frame: %s", item)
+        elif item.opcode == proto.Opcode.NAK:
+            self.stats.naks += 1
+        else:
+            return False
+        return True
+
+    def _await_reply(self, seq, opcode):
+        """(reply or None, whether any bytes arrived). None means: send again."""
+        deadline = time.monotonic() + self.timeout
+        bytes_before = self.stats.bytes_in
+        while True:
+            item = self._next_item(deadline)
+            if self._fault(item):
+                return None, item is not None or self.stats.bytes_in != bytes_before
+            if item.seq != seq or item.opcode != opcode:
+                continue  # a late reply to an earlier attempt or command
+            return item, True
+
+    def _collect(self, opcode, pending):
+        """Replies ``{seq: frame}`` to the ``opcode`` commands whose sequence numbers are in
+        ``pending``, sent back to back. Stops when each has its reply, when as many responses
+        (replies, NAKs, bad frames) as commands have come (the device answers every frame
+        once, in arrival order), or when ``timeout`` passes."""
+        deadline = time.monotonic() + self.timeout
+        replies = {}
+        responses = 0
+        while len(replies) < len(pending) and responses < len(pending):
+            item = self._next_item(deadline)
+            if self._fault(item):
+                if item is None:
+                    break
+                responses += 1
+            elif item.opcode == opcode and item.seq in pending and item.seq not in replies:
+                replies[item.seq] = item
+                responses += 1
+            # anything else is a late reply to an earlier attempt or command
+        return replies
+
+    def _write_batch(self, batch):
+        """Send the WRITE frames of ``batch`` (``(seq, wire, payload bytes)``) back to back
+        and collect their replies; those without a good reply go again, together, up to
+        :attr:`retries` times."""
+        opcode = proto.Opcode.WRITE
+        pending = {seq: (wire, length) for seq, wire, length in batch}
+        heard_anything = False
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats.retries += len(pending)
+                logger.info("retrying WRITE seq %s (attempt %d)",
+                            ", ".join(map(str, pending)), attempt + 1)
+            for wire, _ in pending.values():
+                self._send(wire)
+            bytes_before = self.stats.bytes_in
+            replies = self._collect(opcode, pending)
+            heard_anything |= bool(replies) or self.stats.bytes_in != bytes_before
+            for seq in list(pending):          # in sending order: the first refusal raises
+                if seq in replies:
+                    self._accepted(opcode, replies[seq])
+                    self.stats.payload_out += pending.pop(seq)[1]
+            if not pending:
+                return
+        what = f"WRITE (seq {', '.join(map(str, pending))})"
+        if not heard_anything:
+            raise QaccelTimeoutError(
+                f"no reply to {what} from {self._transport.description} after "
+                f"{self.retries + 1} attempts of {self.timeout} s")
+        raise QaccelLinkError(
+            f"no valid reply to {what} from {self._transport.description} after "
+            f"{self.retries + 1} attempts: {self.stats.bad_frames} bad frames, "
+            f"{self.stats.naks} NAKs so far")
 
     def _command(self, opcode, body=b""):
         """Transact and raise :class:`QaccelDeviceError` for a refusal; returns the body."""
-        reply = self._transact(opcode, body)
+        return self._accepted(opcode, self._transact(opcode, body))
+
+    @staticmethod
+    def _accepted(opcode, reply):
+        """``reply.body``, or :class:`QaccelDeviceError` when the device refused."""
         if reply.status != proto.Status.OK:
             try:
                 status = proto.Status(reply.status)
@@ -265,14 +358,28 @@ class Accelerator:
                              f"[{offset}, {offset + length}) does not fit")
 
     def write_buffer(self, buffer, offset, data):
-        """Write ``data`` (bytes) into a device buffer at byte ``offset``."""
+        """Write ``data`` (bytes) into a device buffer at byte ``offset``.
+
+        The WRITE frames go in batches of :attr:`window`, back to back. When the device
+        refuses one (:class:`QaccelDeviceError`), the WRITEs before it are done and some
+        after it may be.
+        """
         data = bytes(data)
         self._check_span(buffer, offset, len(data))
+        if self._closed:
+            raise QaccelLinkError("the accelerator connection is closed")
         step = self.info.max_payload
-        for start in range(0, len(data), step):
-            chunk = data[start:start + step]
-            self._command(proto.Opcode.WRITE, proto.write_body(buffer, offset + start, chunk))
-            self.stats.payload_out += len(chunk)
+        starts = range(0, len(data), step)
+        for first in range(0, len(starts), self.window):
+            batch = []
+            for start in starts[first:first + self.window]:
+                chunk = data[start:start + step]
+                seq = self._next_seq()
+                batch.append((seq, proto.encode_frame(
+                    seq, proto.Opcode.WRITE, proto.write_body(buffer, offset + start, chunk)),
+                    len(chunk)))
+            self.stats.commands += len(batch)
+            self._write_batch(batch)
 
     def read_buffer(self, buffer, offset, length):
         """Read ``length`` bytes of a device buffer from byte ``offset``."""
