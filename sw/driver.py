@@ -383,6 +383,8 @@ class Accelerator:
 
     def read_buffer(self, buffer, offset, length):
         """Read ``length`` bytes of a device buffer from byte ``offset``."""
+        # One READ at a time: while the device sends a long reply it takes no command, and a
+        # board's UART receive FIFO (16 bytes) would overflow with READ frames queued behind.
         self._check_span(buffer, offset, length)
         out = bytearray()
         step = self.info.max_payload
