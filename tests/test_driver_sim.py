@@ -140,3 +140,8 @@ def test_serial_path_over_the_uart_pins():
         np.testing.assert_array_equal(
             acc.binary_layer(a, w),
             golden.binary_gemm(golden.pack_bits(a), golden.pack_bits(w), 40))
+        # a whole-buffer write: WRITE frames in batches of 8, back to back on the UART pins
+        data = rng.integers(0, 256, acc.info.weights_bytes, dtype=np.uint8).tobytes()
+        acc.write_buffer(proto.BufferId.WEIGHTS, 0, data)
+        assert acc.read_buffer(proto.BufferId.WEIGHTS, 0, len(data)) == data
+        assert acc.stats.retries == 0 and acc.stats.naks == 0
