@@ -218,12 +218,16 @@ class Accelerator:
             heard_anything |= heard
             if reply is not None:
                 return reply
-        what = f"{proto.Opcode(opcode).name} (seq {seq})"
+        raise self._gave_up(f"{proto.Opcode(opcode).name} (seq {seq})", heard_anything)
+
+    def _gave_up(self, what, heard_anything):
+        """The error for a command that got no good reply in :attr:`retries` + 1 attempts:
+        :class:`QaccelTimeoutError` when nothing came back at all."""
         if not heard_anything:
-            raise QaccelTimeoutError(
+            return QaccelTimeoutError(
                 f"no reply to {what} from {self._transport.description} after "
                 f"{self.retries + 1} attempts of {self.timeout} s")
-        raise QaccelLinkError(
+        return QaccelLinkError(
             f"no valid reply to {what} from {self._transport.description} after "
             f"{self.retries + 1} attempts: {self.stats.bad_frames} bad frames, "
             f"{self.stats.naks} NAKs so far")
@@ -315,15 +319,7 @@ class Accelerator:
                     self.stats.payload_out += pending.pop(seq)[1]
             if not pending:
                 return
-        what = f"WRITE (seq {', '.join(map(str, pending))})"
-        if not heard_anything:
-            raise QaccelTimeoutError(
-                f"no reply to {what} from {self._transport.description} after "
-                f"{self.retries + 1} attempts of {self.timeout} s")
-        raise QaccelLinkError(
-            f"no valid reply to {what} from {self._transport.description} after "
-            f"{self.retries + 1} attempts: {self.stats.bad_frames} bad frames, "
-            f"{self.stats.naks} NAKs so far")
+        raise self._gave_up(f"WRITE (seq {', '.join(map(str, pending))})", heard_anything)
 
     def _command(self, opcode, body=b""):
         """Transact and raise :class:`QaccelDeviceError` for a refusal; returns the body."""
