@@ -40,6 +40,7 @@ import numpy as np
 from qaccel.sim import run_cocotb
 from qaccel.sim.cosim import CoSim, build_cosim
 from qaccel.sim.cosim_testtop import CosimTestCore, CosimUartTestTop, ToyProtocol
+from qaccel.sim.traffic import bulk_write_frames
 from qaccel.sw import golden, layout
 from qaccel.sw import protocol as proto
 
@@ -170,36 +171,6 @@ def stdout_to_stderr():
 def progress(message):
     """One progress line on stderr (the tables go to stdout)."""
     print(f"bench/cosim: {message}", file=sys.stderr, flush=True)
-
-
-def bulk_write_frames(caps, count, rng):
-    """``count`` WRITE frames of ``max_payload`` random bytes, cycling over the weights buffer.
-
-    The same frames as ``bulk_write_frames`` in ``sim/tb/top.py`` (the cocotb ``speed`` test),
-    with consecutive sequence numbers from 1.
-
-    Parameters
-    ----------
-    caps : qaccel.sw.protocol.Capabilities
-        The device's capabilities (``max_payload``, ``weights_bytes``).
-    count : int
-        Number of frames.
-    rng : numpy.random.Generator
-        Source of the payload bytes.
-
-    Returns
-    -------
-    tuple of (bytes, int)
-        The frames back to back on the wire, and the payload bytes they carry.
-    """
-    step = min(caps.max_payload, caps.weights_bytes)
-    offsets = range(0, caps.weights_bytes - step + 1, step)
-    frames = []
-    for index in range(count):
-        chunk = rng.integers(0, 256, step, dtype=np.uint8).tobytes()
-        body = proto.write_body(proto.BufferId.WEIGHTS, offsets[index % len(offsets)], chunk)
-        frames.append(proto.encode_frame((index + 1) & 0xFF, proto.Opcode.WRITE, body))
-    return b"".join(frames), count * step
 
 
 def cocotb_top_writes(frames):

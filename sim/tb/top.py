@@ -33,6 +33,7 @@ from cocotb.utils import get_sim_time
 from qaccel.hw.top import TopConfig
 from qaccel.sim.refdevice import DeviceConfig, ReferenceDevice
 from qaccel.sim.streams import StreamSink, StreamSource, random_pause
+from qaccel.sim.traffic import bulk_write_frames
 from qaccel.sim.tbkit import TB, params
 from qaccel.sw import golden, layout
 from qaccel.sw import protocol as proto
@@ -1015,25 +1016,6 @@ async def uart_session(dut):
     counters = await tb.counters()
     assert counters[Counter.CRC_ERRORS] == 1
     await tb.check_quiet(cycles=4 * tb.cycles_per_byte)
-
-
-def bulk_write_frames(caps, count, rng):
-    """``count`` WRITE frames of ``max_payload`` random bytes each, cycling over the weights
-    buffer, with consecutive sequence numbers.
-
-    Returns
-    -------
-    tuple of (bytes, int)
-        The frames back to back on the wire, and the payload bytes they carry.
-    """
-    step = min(caps.max_payload, caps.weights_bytes)
-    offsets = range(0, caps.weights_bytes - step + 1, step)
-    frames = []
-    for index in range(count):
-        chunk = rng.integers(0, 256, step, dtype=np.uint8).tobytes()
-        body = proto.write_body(BufferId.WEIGHTS, offsets[index % len(offsets)], chunk)
-        frames.append(proto.encode_frame((index + 1) & 0xFF, Opcode.WRITE, body))
-    return b"".join(frames), count * step
 
 
 @cocotb.test()
