@@ -8,9 +8,10 @@ Each build's report.json stays in ``--out`` (default ``build/bench-boards``).
 
 Each board builds its default design (the iCEBreaker: the accelerator top with its binary
 engine alone, the one that fits the UP5K; the ULX3S: the top with both engines; the KCU105:
-the stand-in) unless ``--design`` says otherwise. ``--boards icebreaker --design standin`` builds the 4x4 INT8 array in all 8
-SB_MAC16; ``--design top --int8`` is refused by the fit check in seconds (docs/BOARDS.md).
-A build that fails for size after synthesis still shows its LUT and flip-flop counts.
+the stand-in) unless ``--design`` says otherwise. ``--boards icebreaker --design standin``
+builds the 4x4 INT8 array in all 8 SB_MAC16; ``--design top --int8`` is refused by the fit
+check in seconds (docs/BOARDS.md). A build that fails for size after synthesis still shows
+its LUT and flip-flop counts.
 
 Expect several minutes on 2 cores (the ULX3S place-and-route dominates); the first YoWASP
 run of each tool also compiles it (once per machine).

@@ -21,7 +21,8 @@ URLs
 
 Link robustness: every command carries a sequence number and a CRC-32; a reply that does not
 arrive within ``timeout`` seconds, arrives corrupted, or is a NAK makes the driver send the
-same command again (same sequence number, so the device never executes a state change twice),
+same command again (same sequence number, so the device does not execute a state change twice
+in a row),
 up to ``retries`` times; then :class:`QaccelLinkError` (or :class:`QaccelTimeoutError` when
 nothing came back at all). Bulk writes send ``window`` WRITE frames back to back before
 collecting their replies; after a fault among them the driver sends those without a good
@@ -114,10 +115,10 @@ class Accelerator:
         Seconds a RUN may take before :class:`QaccelTimeoutError`.
     window : int
         WRITE frames :meth:`write_buffer` sends back to back before it collects their
-        replies (1: wait for each reply). The
-        device takes WRITE frames as fast as the link brings them and answers each with a
-        short reply, so a window does not overrun a board's UART; it hides the round trips
-        (USB latency on a board, the harness's turnaround in a co-simulation).
+        replies (1: wait for each reply). The device takes WRITE frames as fast as the link
+        brings them and answers each with a short reply, so a window does not overrun a
+        board's UART; it hides the round trips (USB latency on a board, the harness's
+        turnaround in a co-simulation).
     """
 
     def __init__(self, transport, *, timeout=2.0, retries=8, run_timeout=600.0, window=8):
@@ -190,14 +191,21 @@ class Accelerator:
         self._seq = (self._seq + 1) & 0xFF
         return self._seq
 
-    def _transact(self, opcode, body=b""):
-        """Send one command and return its reply frame, retrying on link faults."""
+    def _check_open(self):
         if self._closed:
             raise QaccelLinkError("the accelerator connection is closed")
+
+    def _frame(self, opcode, body=b""):
+        """A new command: ``(seq, wire)``, counted in :attr:`stats`."""
         seq = self._next_seq()
-        wire = proto.encode_frame(seq, opcode, body)
         self.stats.commands += 1
-        return self._exchange(seq, opcode, wire, sent=False)
+        return seq, proto.encode_frame(seq, opcode, body)
+
+    def _transact(self, opcode, body=b""):
+        """Send one command and return its reply frame, retrying on link faults."""
+        self._check_open()
+        seq, wire = self._frame(opcode, body)
+        return self._exchange(opcode, [(seq, wire)])[seq]
 
     def _send(self, wire):
         if logger.isEnabledFor(logging.DEBUG):
@@ -205,20 +213,30 @@ class Accelerator:
         self._transport.write(wire)
         self.stats.bytes_out += len(wire)
 
-    def _exchange(self, seq, opcode, wire, *, sent):
-        """Send ``wire`` (again, when ``sent``) until its reply comes; returns the reply."""
+    def _exchange(self, opcode, frames):
+        """Send ``frames`` (``(seq, wire)`` of ``opcode`` commands) back to back and collect
+        their replies; those without a reply go again, together, up to :attr:`retries`
+        times. Returns ``{seq: reply frame}``."""
+        pending = dict(frames)
+        replies = {}
         heard_anything = False
-        for attempt in range(1 if sent else 0, self.retries + 1):
+        for attempt in range(self.retries + 1):
             if attempt:
-                self.stats.retries += 1
-                logger.info("retrying %s seq %d (attempt %d)", proto.Opcode(opcode).name, seq,
-                            attempt + 1)
-            self._send(wire)
-            reply, heard = self._await_reply(seq, opcode)
-            heard_anything |= heard
-            if reply is not None:
-                return reply
-        raise self._gave_up(f"{proto.Opcode(opcode).name} (seq {seq})", heard_anything)
+                self.stats.retries += len(pending)
+                logger.info("retrying %s seq %s (attempt %d)", proto.Opcode(opcode).name,
+                            ", ".join(map(str, pending)), attempt + 1)
+            for wire in pending.values():
+                self._send(wire)
+            bytes_before = self.stats.bytes_in
+            got, responses = self._collect(opcode, pending)
+            heard_anything |= responses > 0 or self.stats.bytes_in != bytes_before
+            replies.update(got)
+            for seq in got:
+                del pending[seq]
+            if not pending:
+                return replies
+        raise self._gave_up(f"{proto.Opcode(opcode).name} (seq {', '.join(map(str, pending))})",
+                            heard_anything)
 
     def _gave_up(self, what, heard_anything):
         """The error for a command that got no good reply in :attr:`retries` + 1 attempts:
@@ -264,23 +282,11 @@ class Accelerator:
             return False
         return True
 
-    def _await_reply(self, seq, opcode):
-        """(reply or None, whether any bytes arrived). None means: send again."""
-        deadline = time.monotonic() + self.timeout
-        bytes_before = self.stats.bytes_in
-        while True:
-            item = self._next_item(deadline)
-            if self._fault(item):
-                return None, item is not None or self.stats.bytes_in != bytes_before
-            if item.seq != seq or item.opcode != opcode:
-                continue  # a late reply to an earlier attempt or command
-            return item, True
-
     def _collect(self, opcode, pending):
-        """Replies ``{seq: frame}`` to the ``opcode`` commands whose sequence numbers are in
-        ``pending``, sent back to back. Stops when each has its reply, when as many responses
-        (replies, NAKs, bad frames) as commands have come (the device answers every frame
-        once, in arrival order), or when ``timeout`` passes."""
+        """Replies to the ``opcode`` commands whose sequence numbers are in ``pending``, sent
+        back to back: ``({seq: frame}, responses)``. Stops when each has its reply, when as
+        many responses (replies, NAKs, bad frames) as commands have come (the device answers
+        every frame once, in arrival order), or when ``timeout`` passes."""
         deadline = time.monotonic() + self.timeout
         replies = {}
         responses = 0
@@ -294,32 +300,7 @@ class Accelerator:
                 replies[item.seq] = item
                 responses += 1
             # anything else is a late reply to an earlier attempt or command
-        return replies
-
-    def _write_batch(self, batch):
-        """Send the WRITE frames of ``batch`` (``(seq, wire, payload bytes)``) back to back
-        and collect their replies; those without a good reply go again, together, up to
-        :attr:`retries` times."""
-        opcode = proto.Opcode.WRITE
-        pending = {seq: (wire, length) for seq, wire, length in batch}
-        heard_anything = False
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self.stats.retries += len(pending)
-                logger.info("retrying WRITE seq %s (attempt %d)",
-                            ", ".join(map(str, pending)), attempt + 1)
-            for wire, _ in pending.values():
-                self._send(wire)
-            bytes_before = self.stats.bytes_in
-            replies = self._collect(opcode, pending)
-            heard_anything |= bool(replies) or self.stats.bytes_in != bytes_before
-            for seq in list(pending):          # in sending order: the first refusal raises
-                if seq in replies:
-                    self._accepted(opcode, replies[seq])
-                    self.stats.payload_out += pending.pop(seq)[1]
-            if not pending:
-                return
-        raise self._gave_up(f"WRITE (seq {', '.join(map(str, pending))})", heard_anything)
+        return replies, responses
 
     def _command(self, opcode, body=b""):
         """Transact and raise :class:`QaccelDeviceError` for a refusal; returns the body."""
@@ -357,25 +338,22 @@ class Accelerator:
         """Write ``data`` (bytes) into a device buffer at byte ``offset``.
 
         The WRITE frames go in batches of :attr:`window`, back to back. When the device
-        refuses one (:class:`QaccelDeviceError`), the WRITEs before it are done and some
-        after it may be.
+        refuses one (:class:`QaccelDeviceError`, raised once its batch has all its replies),
+        the WRITEs before it are done and some after it may be.
         """
         data = bytes(data)
         self._check_span(buffer, offset, len(data))
-        if self._closed:
-            raise QaccelLinkError("the accelerator connection is closed")
+        self._check_open()
         step = self.info.max_payload
         starts = range(0, len(data), step)
         for first in range(0, len(starts), self.window):
-            batch = []
-            for start in starts[first:first + self.window]:
-                chunk = data[start:start + step]
-                seq = self._next_seq()
-                batch.append((seq, proto.encode_frame(
-                    seq, proto.Opcode.WRITE, proto.write_body(buffer, offset + start, chunk)),
-                    len(chunk)))
-            self.stats.commands += len(batch)
-            self._write_batch(batch)
+            batch = starts[first:first + self.window]
+            frames = [self._frame(proto.Opcode.WRITE, proto.write_body(
+                buffer, offset + start, data[start:start + step])) for start in batch]
+            replies = self._exchange(proto.Opcode.WRITE, frames)
+            for (seq, _), start in zip(frames, batch):   # in order: the first refusal raises
+                self._accepted(proto.Opcode.WRITE, replies[seq])
+                self.stats.payload_out += min(step, len(data) - start)
 
     def read_buffer(self, buffer, offset, length):
         """Read ``length`` bytes of a device buffer from byte ``offset``."""
