@@ -345,6 +345,10 @@ class BinaryEngine(wiring.Component):
                    ((cmd.mode == Mode.BINARY) & (cmd.t == 1)))
 
         issue = Signal()
+        decoded_op = Signal.like(cmd.op)
+        load_weights_ok = Signal()
+        load_thresholds_ok = Signal()
+        run_ok = Signal()
 
         with m.FSM(name="engine") as fsm:
             with m.State("IDLE"):
@@ -356,24 +360,39 @@ class BinaryEngine(wiring.Component):
                         nf.eq(0), slot.eq(0), channels_left.eq(cmd.n),
                         vectors_left.eq(cmd.m), first_pass.eq(1),
                     ]
-                    with m.Switch(cmd.op):
-                        with m.Case(Op.LOAD_WEIGHTS):
-                            with m.If(k_ok & n_ok):
-                                m.next = "LOAD_WEIGHTS"
-                            with m.Else():
-                                m.d.sync += error.eq(1)
-                        with m.Case(Op.LOAD_THRESHOLDS):
-                            with m.If(n_ok & t_ok):
-                                m.next = "LOAD_THRESHOLDS"
-                            with m.Else():
-                                m.d.sync += error.eq(1)
-                        with m.Case(Op.RUN):
-                            with m.If(k_ok & n_ok & mode_ok):
-                                m.next = "RUN"
-                            with m.Else():
-                                m.d.sync += error.eq(1)
-                        with m.Default():
+                    # The checks are registered and acted on in DECODE: a command's fields
+                    # come from far away (the RUN descriptor), and its checks are wide.
+                    m.d.sync += [
+                        decoded_op.eq(cmd.op),
+                        load_weights_ok.eq(k_ok & n_ok),
+                        load_thresholds_ok.eq(n_ok & t_ok),
+                        run_ok.eq(k_ok & n_ok & mode_ok),
+                    ]
+                    m.next = "DECODE"
+
+            with m.State("DECODE"):
+                with m.Switch(decoded_op):
+                    with m.Case(Op.LOAD_WEIGHTS):
+                        with m.If(load_weights_ok):
+                            m.next = "LOAD_WEIGHTS"
+                        with m.Else():
                             m.d.sync += error.eq(1)
+                            m.next = "IDLE"
+                    with m.Case(Op.LOAD_THRESHOLDS):
+                        with m.If(load_thresholds_ok):
+                            m.next = "LOAD_THRESHOLDS"
+                        with m.Else():
+                            m.d.sync += error.eq(1)
+                            m.next = "IDLE"
+                    with m.Case(Op.RUN):
+                        with m.If(run_ok):
+                            m.next = "RUN"
+                        with m.Else():
+                            m.d.sync += error.eq(1)
+                            m.next = "IDLE"
+                    with m.Default():
+                        m.d.sync += error.eq(1)
+                        m.next = "IDLE"
 
             with m.State("LOAD_WEIGHTS"):
                 m.d.comb += [

@@ -77,8 +77,9 @@ class BufferBank(wiring.Component):
         Byte write: ``host_wr_data`` to byte ``host_wr_addr`` of buffer ``host_wr_buffer``
         when ``host_wr_en``. The address must be inside the buffer (the sequencer checks).
     host_rd_buffer, host_rd_addr : In
-        Byte read address; ``host_rd_data`` (Out, 8 bits) is the byte addressed in the
-        previous cycle (latency 1).
+        Byte read address; ``host_rd_data`` (Out, 8 bits) is the byte addressed two cycles
+        earlier (latency 2: the block RAM's register, then a register after the byte lane and
+        buffer multiplexer, which is too long to share a clock period with what uses it).
     engine_owns : In(1)
         The engine ports drive the read ports and the OUTPUTS write port.
     weights_rd_addr, weights_rd_en, weights_rd_data; activations_rd_*; params_rd_*
@@ -173,5 +174,5 @@ class BufferBank(wiring.Component):
         with m.Switch(host_buffer):
             for buffer in BufferId:
                 with m.Case(buffer):
-                    m.d.comb += self.host_rd_data.eq(host_bytes[buffer])
+                    m.d.sync += self.host_rd_data.eq(host_bytes[buffer])
         return m

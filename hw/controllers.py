@@ -430,13 +430,16 @@ class BinaryController(wiring.Component):
         # ---- commands --------------------------------------------------------------------------
         command_index = Signal(2)   # 0 LOAD_WEIGHTS, 1 LOAD_THRESHOLDS, 2 RUN, 3 none left
         cmd = engine.cmd.payload
+        # Registered at start (the descriptor holds during the run): the engine validates
+        # the command in the cycle it takes it, so its payload should come from registers.
         out_mode = Signal(Mode)
-        with m.If(d.thresholds == 0):
-            m.d.comb += out_mode.eq(Mode.RAW)
-        with m.Elif(d.thresholds == 1):
-            m.d.comb += out_mode.eq(Mode.BINARY)
-        with m.Else():
-            m.d.comb += out_mode.eq(Mode.THRESHOLDS)
+        with m.If(self.start):
+            with m.If(d.thresholds == 0):
+                m.d.sync += out_mode.eq(Mode.RAW)
+            with m.Elif(d.thresholds == 1):
+                m.d.sync += out_mode.eq(Mode.BINARY)
+            with m.Else():
+                m.d.sync += out_mode.eq(Mode.THRESHOLDS)
         m.d.comb += [cmd.k.eq(d.k), cmd.n.eq(d.n), cmd.m.eq(d.m), cmd.t.eq(d.thresholds),
                      cmd.mode.eq(out_mode), engine.cmd.valid.eq(running & (command_index != 3))]
         with m.Switch(command_index):

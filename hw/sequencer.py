@@ -28,6 +28,7 @@ synthesis, where Yosys would map it to a DSP block that belongs to the systolic 
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
@@ -49,6 +50,8 @@ _REPLY_HEADER = 3  # seq, opcode | REPLY_FLAG, status
 assert PARAM_RECORD_BYTES == 12
 _STATE_CHANGING = (proto.Opcode.WRITE, proto.Opcode.RUN, proto.Opcode.RESET)
 _REFUSED_WHEN_BUSY = (proto.Opcode.WRITE, proto.Opcode.READ, proto.Opcode.RUN)
+#: Reply body bytes fetched ahead of the reply (covers the buffers' two-cycle read latency).
+_BODY_PREFETCH = 4
 #: Bad frames waiting for their NAK; input stops two short of the limit (a strobe can be on
 #: its way while the count is looked at).
 _NAK_BACKLOG = 15
@@ -166,7 +169,8 @@ class CommandSequencer(wiring.Component):
     reply : ``Out(stream.Signature(FrameByte))``
         Reply bytes to the frame encoder.
     host_wr_*, host_rd_* : Out; host_rd_data : In
-        Byte access to the buffers (:class:`~qaccel.hw.buffers.BufferBank`).
+        Byte access to the buffers (:class:`~qaccel.hw.buffers.BufferBank`); a read's data
+        comes two cycles after its address.
     descriptor : ``Out(descriptor_layout(address_width))``
         The validated RUN descriptor; holds during the run.
     int8_start, binary_start : Out(1)
@@ -174,11 +178,11 @@ class CommandSequencer(wiring.Component):
     run_done : In(1)
         Strobe from the running controller: the run is finished (outputs written).
     engine_reset : Out(1)
-        Strobe: RESET stops the controllers.
+        Strobe (registered): RESET stops the controllers.
     frames_rx, crc_errors, command_errors : Out(1)
         Counter events.
     macs, binary_ops : Out(counter_width)
-        Work of the finished run, for the counters, in the cycle of ``run_done``.
+        Work of the finished run, for the counters, in the cycle after ``run_done``.
     counters_clear : Out(1)
     counter_select : Out(range(len(Counter))); counter_value : In(64)
         Counter read access for the COUNTERS reply.
@@ -261,14 +265,19 @@ class CommandSequencer(wiring.Component):
         m.d.comb += self.running.eq(running)
         work = Signal(self.counter_width)  # m * k * n of the run in progress
         run_is_int8 = Signal()
+        # The finished run's work goes to the counters one cycle after run_done (from a
+        # register): run_done comes from deep in the engine controllers, and the counters'
+        # adders are long carry chains. `work` and `run_is_int8` hold until the next START.
+        run_finished = Signal()
+        m.d.sync += run_finished.eq(running & self.run_done)
+        m.d.comb += [self.macs.eq(Mux(run_finished & run_is_int8, work, 0)),
+                     self.binary_ops.eq(Mux(run_finished & ~run_is_int8, work, 0))]
         with m.If(running):
             with m.If(run_cycles != 0xFFFF_FFFF):
                 m.d.sync += run_cycles.eq(run_cycles + 1)
             with m.If(self.run_done):
                 m.d.sync += [run_state.eq(proto.RunState.DONE),
                              last_run_status.eq(proto.Status.OK)]
-                m.d.comb += [self.macs.eq(Mux(run_is_int8, work, 0)),
-                             self.binary_ops.eq(Mux(run_is_int8, 0, work))]
 
         # ---- duplicate suppression ----------------------------------------------------------
         last_valid = Signal()
@@ -294,7 +303,7 @@ class CommandSequencer(wiring.Component):
         offset = header[8:40]
         read_length = header[40:56]
         write_length = Signal(range(self.max_frame + 1))
-        m.d.comb += write_length.eq(body_length - _ADDRESS_BYTES)
+        m.d.sync += write_length.eq(body_length - _ADDRESS_BYTES)  # valid from DECODE on
 
         def buffer_size(buffer):
             size = Signal(range(max(sizes.values()) + 1))
@@ -304,11 +313,17 @@ class CommandSequencer(wiring.Component):
                         m.d.comb += size.eq(sizes[b])
             return size
 
-        span_size = buffer_size(buffer_id[:2])
+        # WRITE/READ bounds check, offset + length <= size, in three registered steps (SPAN,
+        # SPAN_SUM, then the check state): the one-cycle form (length, 33-bit adder,
+        # comparator) was the iCE40 build's critical path. The offset is a full u32: only its
+        # low `aw + 1` bits go through the adder, the rest must be zero.
         span_length = Signal(range(max(proto.MAX_PAYLOAD, self.max_frame) + 1))
-        # offset + length <= size, in 33 bits (offset is a full u32)
-        span_ok = (buffer_id < len(proto.BufferId)) & \
-            ((offset + span_length) <= span_size)
+        span_size = Signal(range(max(sizes.values()) + 1))
+        span_offset = Signal(aw + 1)
+        span_bad = Signal()        # no such buffer, or the offset is beyond every buffer
+        span_end = Signal(max(aw + 1, len(span_length)) + 1)
+        span_ok = ~span_bad & (span_end <= span_size)
+        addressed_size = buffer_size(buffer_id[:2])
 
         # ---- descriptor fields and checks -----------------------------------------------------
         engine = _field(header, "engine")
@@ -359,6 +374,12 @@ class CommandSequencer(wiring.Component):
                          & _low_bits_zero(w_offset, caps.simd // 8)
                          & ((t_count == 0) | _low_bits_zero(p_offset, 4))
                          & ((t_count != 0) | _low_bits_zero(out_offset, 4)))
+
+        run_int8_q = Signal()
+        run_binary_q = Signal()
+        run_engine_known_q = Signal()
+        int8_ok_q = Signal()
+        binary_ok_q = Signal()
 
         # Products for the region lengths, saturated at `limit`, and the run's work m * n * k
         # (exact for any run that passes the region checks: then m * n < limit).
@@ -419,11 +440,17 @@ class CommandSequencer(wiring.Component):
                 with m.Case(index):
                     m.d.comb += [region_offset.eq(r_offset), region_length.eq(r_length),
                                  region_size.eq(sizes[buffer]), region_used.eq(used)]
-        region_ok_q = Signal()     # region_ok of the previous cycle
-        region_phase = Signal()    # 0: the check is being registered, 1: act on it
-        region_ok = ~region_used | (
-            (region_offset[aw + 1:] == 0) &
-            ((region_offset[:aw + 1] + region_length) <= region_size))
+        # Four cycles per region, each step registered (the one-cycle check, from the
+        # descriptor fields through the length multiplexer, adder and comparator, was about
+        # 40 ns on an iCE40): 0 select, 1 add, 2 compare, 3 act on the result.
+        region_phase = Signal(2)
+        region_offset_q = Signal(aw + 1)
+        region_length_q = Signal(region_width)
+        region_size_q = Signal.like(region_size)
+        region_skip_q = Signal()   # the region is not used by this run
+        region_bad_q = Signal()    # its offset is beyond every buffer
+        region_end_q = Signal(region_width + 1)
+        region_ok_q = Signal()
 
         # Requantization parameter scan: every m0 >= 0 and shift in [SHIFT_MIN, SHIFT_MAX].
         scan_address = Signal(aw)
@@ -432,8 +459,12 @@ class CommandSequencer(wiring.Component):
         scan_pending = Signal()
         scan_pending_phase = Signal()
         scan_bad = Signal()
+        # A byte read arrives two cycles after its address (the buffers' read latency):
+        # scan_pending, then scan_checking, follow each read.
+        scan_checking = Signal()
+        scan_checking_phase = Signal()
         shift_value = self.host_rd_data.as_signed()
-        byte_bad = Mux(scan_pending_phase,
+        byte_bad = Mux(scan_checking_phase,
                        (shift_value < golden.SHIFT_MIN) | (shift_value > golden.SHIFT_MAX),
                        self.host_rd_data[7])
 
@@ -460,25 +491,53 @@ class CommandSequencer(wiring.Component):
         replying = Signal()
         advance = ~out_valid | self.reply.ready
         loading = Signal()
-        m.d.comb += loading.eq(replying & advance & (reply_index < reply_total))
-        reply_next = reply_index + loading
-        body_index = (reply_index - _REPLY_HEADER)[:reply_total.shape().width]
-        counter_shift = Signal(56)
+        reply_left = Signal()      # reply_index < reply_total, kept as a register
+
+        # Reply bodies are produced ahead of the reply into a small FIFO, and the reply takes
+        # them from there. A READ byte arrives two cycles after its address (block RAM, then
+        # the buffers' registered byte multiplexer); the other bodies (the INFO ROM, the STATUS
+        # snapshot, the counters) go through two registers to arrive in step with it. A byte
+        # is fetched only when the FIFO has room for it and those in flight.
+        m.submodules.body_fifo = body_fifo = SyncFIFOBuffered(width=8, depth=_BODY_PREFETCH)
+        fetch_left = Signal(range(proto.MAX_REPLY_BODY + 1))
+        fetch_index = Signal(range(proto.MAX_REPLY_BODY))
+        fetch_addr = Signal(aw)
+        fetched = Signal(2)        # bytes fetched one and two cycles ago
+        fetch = Signal()
+        m.d.comb += fetch.eq((fetch_left != 0) &
+                             (body_fifo.level + fetched[0] + fetched[1] < _BODY_PREFETCH))
+        m.d.sync += fetched.eq(Cat(fetch, fetched[0]))
+        counter_shift = Signal(56)  # a counter is read whole when its first byte is fetched
+        with m.If(fetch):
+            m.d.sync += [fetch_left.eq(fetch_left - 1), fetch_index.eq(fetch_index + 1),
+                         fetch_addr.eq(fetch_addr + 1)]
+            with m.If(body_kind == BodyKind.COUNTERS):
+                m.d.sync += counter_shift.eq(Mux(fetch_index[:3] == 0,
+                                                 self.counter_value[8:], counter_shift >> 8))
 
         cap_bytes = caps.pack()
         cap_rom = Const(int.from_bytes(cap_bytes, "little"), 8 * len(cap_bytes))
-        body_byte = Signal(8)
+        table_byte = Signal(8)     # the fetched byte of a body that is not READ
         with m.Switch(body_kind):
             with m.Case(BodyKind.INFO):
-                m.d.comb += body_byte.eq(cap_rom.word_select(body_index[:6], 8))
+                m.d.comb += table_byte.eq(cap_rom.word_select(fetch_index[:6], 8))
             with m.Case(BodyKind.STATUS):
-                m.d.comb += body_byte.eq(status_snapshot.word_select(body_index[:3], 8))
+                m.d.comb += table_byte.eq(status_snapshot.word_select(fetch_index[:3], 8))
             with m.Case(BodyKind.COUNTERS):
-                m.d.comb += self.counter_select.eq(body_index >> 3)
-                m.d.comb += body_byte.eq(Mux(body_index[:3] == 0, self.counter_value[:8],
-                                             counter_shift[:8]))
-            with m.Case(BodyKind.READ):
-                m.d.comb += body_byte.eq(self.host_rd_data)
+                m.d.comb += self.counter_select.eq(fetch_index >> 3)
+                m.d.comb += table_byte.eq(Mux(fetch_index[:3] == 0, self.counter_value[:8],
+                                              counter_shift[:8]))
+        table_byte_1 = Signal(8)
+        table_byte_2 = Signal(8)
+        m.d.sync += [table_byte_1.eq(table_byte), table_byte_2.eq(table_byte_1)]
+        m.d.comb += [
+            body_fifo.w_en.eq(fetched[1]),
+            body_fifo.w_data.eq(Mux(body_kind == BodyKind.READ, self.host_rd_data,
+                                    table_byte_2)),
+        ]
+        in_body = reply_index >= _REPLY_HEADER
+        m.d.comb += [loading.eq(replying & advance & reply_left & (~in_body | body_fifo.r_rdy)),
+                     body_fifo.r_en.eq(loading & in_body)]
         reply_byte = Signal(8)
         with m.If(reply_index == 0):
             m.d.comb += reply_byte.eq(seq)
@@ -487,26 +546,28 @@ class CommandSequencer(wiring.Component):
         with m.Elif(reply_index == 2):
             m.d.comb += reply_byte.eq(status)
         with m.Else():
-            m.d.comb += reply_byte.eq(body_byte)
+            m.d.comb += reply_byte.eq(body_fifo.r_data)
         with m.If(advance):
             m.d.sync += out_valid.eq(loading)
         with m.If(loading):
-            m.d.sync += [out_byte.eq(reply_byte), out_last.eq(reply_index == reply_total - 1),
+            at_last = reply_index == reply_total - 1
+            m.d.sync += [out_byte.eq(reply_byte), out_last.eq(at_last), reply_left.eq(~at_last),
                          reply_index.eq(reply_index + 1)]
-            with m.If((body_kind == BodyKind.COUNTERS) & (reply_index >= _REPLY_HEADER)):
-                m.d.sync += counter_shift.eq(Mux(body_index[:3] == 0,
-                                                 self.counter_value[8:], counter_shift >> 8))
         reply_finished = out_valid & self.reply.ready & out_last
 
         # ---- host byte ports -------------------------------------------------------------------
-        copy_index = Signal(range(self.max_frame + 1))
+        # WRITE_COPY's counters: bytes left to read, the frame byte being read, and the
+        # buffer byte being written (the one read in the previous cycle).
+        copy_left = Signal(range(self.max_frame + 1))
+        copy_frame_addr = Signal(range(self.max_frame))
+        copy_addr = Signal(aw)
         copy_pending = Signal()
         m.d.comb += [
             self.host_wr_buffer.eq(buffer_id[:2]),
-            self.host_wr_addr.eq(offset + copy_index - 1),
+            self.host_wr_addr.eq(copy_addr),
             self.host_wr_data.eq(self.frame_rd_data),
             self.host_rd_buffer.eq(buffer_id[:2]),
-            self.host_rd_addr.eq(offset + reply_next - _REPLY_HEADER),
+            self.host_rd_addr.eq(fetch_addr),
         ]
 
         def finish(code, *, record_it, kind=BodyKind.NONE, length=0):
@@ -514,10 +575,22 @@ class CommandSequencer(wiring.Component):
                          reply_body.eq(length)]
             m.next = "FINISH"
 
+        known = Signal()
+        duplicate = Signal()
+        refused_busy = Signal()
+        empty = Signal()
+        write_length_ok = Signal()
+        read_length_ok = Signal()
+        run_length_ok = Signal()
         is_state_changing = Signal()
         m.d.comb += is_state_changing.eq(
             (opcode == proto.Opcode.WRITE) | (opcode == proto.Opcode.RUN) |
             (opcode == proto.Opcode.RESET))
+
+        # RESET's strobes are registered: they reset every register of the engine
+        # controllers, and the command decoding behind them was the iCE40 build's critical
+        # path. They come one cycle after DISPATCH, long before the reply.
+        m.d.sync += [self.counters_clear.eq(0), self.engine_reset.eq(0)]
 
         with m.FSM(name="sequencer") as fsm:
             with m.State("IDLE"):
@@ -525,7 +598,8 @@ class CommandSequencer(wiring.Component):
                     m.d.comb += [take_nak.eq(1), self.crc_errors.eq(1), self.error.eq(1)]
                     m.d.sync += [seq.eq(0), opcode.eq(proto.Opcode.NAK),
                                  status.eq(proto.Status.CRC_ERROR), body_kind.eq(BodyKind.NONE),
-                                 reply_total.eq(_REPLY_HEADER), reply_index.eq(0)]
+                                 reply_total.eq(_REPLY_HEADER), reply_index.eq(0),
+                                 reply_left.eq(1)]
                     m.next = "REPLY"
                 with m.Elif(self.frame_valid):
                     m.d.comb += [self.frames_rx.eq(1), self.activity.eq(1)]
@@ -534,18 +608,27 @@ class CommandSequencer(wiring.Component):
                                  status_snapshot.eq(Cat(run_state.as_unsigned()[:8],
                                                         Const(0, 6), last_run_status,
                                                         run_cycles))]
-                    m.next = "DISPATCH"
+                    m.next = "DECODE"
+
+            with m.State("DECODE"):
+                # What DISPATCH decides on, registered: comparisons of the header bytes
+                # with the duplicate record and of the body length with each opcode's.
+                m.d.sync += [
+                    known.eq((opcode >= proto.Opcode.INFO) & (opcode <= proto.Opcode.RESET)),
+                    duplicate.eq(is_state_changing & last_valid & (last_seq == seq) &
+                                 (last_opcode == opcode)),
+                    refused_busy.eq(running & ((opcode == proto.Opcode.WRITE) |
+                                               (opcode == proto.Opcode.READ) |
+                                               (opcode == proto.Opcode.RUN))),
+                    empty.eq(body_length == 0),
+                    write_length_ok.eq((body_length >= _ADDRESS_BYTES + 1) &
+                                       (body_length <= _ADDRESS_BYTES + proto.MAX_PAYLOAD)),
+                    read_length_ok.eq(body_length == _READ_BYTES),
+                    run_length_ok.eq(body_length == _DESCRIPTOR_BYTES),
+                ]
+                m.next = "DISPATCH"
 
             with m.State("DISPATCH"):
-                known = Signal()
-                m.d.comb += known.eq((opcode >= proto.Opcode.INFO) &
-                                     (opcode <= proto.Opcode.RESET))
-                duplicate = is_state_changing & last_valid & (last_seq == seq) & \
-                    (last_opcode == opcode)
-                refused_busy = running & ((opcode == proto.Opcode.WRITE) |
-                                          (opcode == proto.Opcode.READ) |
-                                          (opcode == proto.Opcode.RUN))
-                empty = body_length == 0
                 m.d.sync += [parse_index.eq(0), parse_pending.eq(0)]
                 with m.If(~known):
                     finish(proto.Status.BAD_COMMAND, record_it=0)
@@ -577,7 +660,7 @@ class CommandSequencer(wiring.Component):
                                 finish(proto.Status.BAD_LENGTH, record_it=0)
                         with m.Case(proto.Opcode.RESET):
                             with m.If(empty):
-                                m.d.comb += [self.counters_clear.eq(1),
+                                m.d.sync += [self.counters_clear.eq(1),
                                              self.engine_reset.eq(1)]
                                 m.d.sync += [run_state.eq(proto.RunState.IDLE),
                                              last_run_status.eq(proto.Status.OK),
@@ -586,20 +669,19 @@ class CommandSequencer(wiring.Component):
                             with m.Else():
                                 finish(proto.Status.BAD_LENGTH, record_it=1)
                         with m.Case(proto.Opcode.WRITE):
-                            with m.If((body_length >= _ADDRESS_BYTES + 1) &
-                                      (body_length <= _ADDRESS_BYTES + proto.MAX_PAYLOAD)):
+                            with m.If(write_length_ok):
                                 m.d.sync += parse_count.eq(_ADDRESS_BYTES)
                                 m.next = "PARSE"
                             with m.Else():
                                 finish(proto.Status.BAD_LENGTH, record_it=1)
                         with m.Case(proto.Opcode.READ):
-                            with m.If(body_length == _READ_BYTES):
+                            with m.If(read_length_ok):
                                 m.d.sync += parse_count.eq(_READ_BYTES)
                                 m.next = "PARSE"
                             with m.Else():
                                 finish(proto.Status.BAD_LENGTH, record_it=0)
                         with m.Case(proto.Opcode.RUN):
-                            with m.If(body_length == _DESCRIPTOR_BYTES):
+                            with m.If(run_length_ok):
                                 m.d.sync += parse_count.eq(_DESCRIPTOR_BYTES)
                                 m.next = "PARSE"
                             with m.Else():
@@ -626,17 +708,32 @@ class CommandSequencer(wiring.Component):
                                 # the field's first byte restarts the flag
                                 m.d.sync += high.eq(above if j == 0 else high | above)
                 with m.If(~parse_pending & (parse_index == parse_count)):
-                    with m.Switch(opcode):
-                        with m.Case(proto.Opcode.WRITE):
-                            m.next = "WRITE_CHECK"
-                        with m.Case(proto.Opcode.READ):
-                            m.next = "READ_CHECK"
-                        with m.Default():
-                            m.next = "RUN_CHECK"
+                    with m.If((opcode == proto.Opcode.WRITE) | (opcode == proto.Opcode.READ)):
+                        m.next = "SPAN"
+                    with m.Else():
+                        m.next = "RUN_DECODE"
+
+            with m.State("SPAN"):
+                m.d.sync += [
+                    span_length.eq(Mux(opcode == proto.Opcode.WRITE, write_length,
+                                       read_length)),
+                    span_size.eq(addressed_size),
+                    span_offset.eq(offset[:aw + 1]),
+                    span_bad.eq((buffer_id >= len(proto.BufferId)) | offset[aw + 1:].any()),
+                ]
+                m.next = "SPAN_SUM"
+
+            with m.State("SPAN_SUM"):
+                m.d.sync += span_end.eq(span_offset + span_length)
+                with m.If(opcode == proto.Opcode.WRITE):
+                    m.next = "WRITE_CHECK"
+                with m.Else():
+                    m.next = "READ_CHECK"
 
             with m.State("WRITE_CHECK"):
-                m.d.comb += span_length.eq(write_length)
-                m.d.sync += [copy_index.eq(0), copy_pending.eq(0)]
+                m.d.sync += [copy_left.eq(write_length), copy_pending.eq(0),
+                             copy_frame_addr.eq(2 + _ADDRESS_BYTES),
+                             copy_addr.eq(offset[:aw])]
                 with m.If(span_ok):
                     m.next = "WRITE_COPY"
                 with m.Else():
@@ -644,16 +741,18 @@ class CommandSequencer(wiring.Component):
 
             with m.State("WRITE_COPY"):
                 # Data byte i is at frame byte 2 + 5 + i; written one cycle after its read.
-                m.d.comb += [self.frame_rd_addr.eq(2 + _ADDRESS_BYTES + copy_index),
+                m.d.comb += [self.frame_rd_addr.eq(copy_frame_addr),
                              self.host_wr_en.eq(copy_pending)]
-                m.d.sync += copy_pending.eq(copy_index < write_length)
-                with m.If(copy_index < write_length):
-                    m.d.sync += copy_index.eq(copy_index + 1)
+                m.d.sync += copy_pending.eq(copy_left != 0)
+                with m.If(copy_pending):
+                    m.d.sync += copy_addr.eq(copy_addr + 1)
+                with m.If(copy_left != 0):
+                    m.d.sync += [copy_left.eq(copy_left - 1),
+                                 copy_frame_addr.eq(copy_frame_addr + 1)]
                 with m.Elif(~copy_pending):
                     finish(proto.Status.OK, record_it=1)
 
             with m.State("READ_CHECK"):
-                m.d.comb += span_length.eq(read_length)
                 with m.If((read_length == 0) | (read_length > proto.MAX_PAYLOAD)):
                     finish(proto.Status.BAD_LENGTH, record_it=0)
                 with m.Elif(~span_ok):
@@ -662,19 +761,32 @@ class CommandSequencer(wiring.Component):
                     finish(proto.Status.OK, record_it=0, kind=BodyKind.READ,
                            length=read_length)
 
+            with m.State("RUN_DECODE"):
+                # The descriptor checks are registered before the state machine acts on
+                # them: they are wide comparisons of header fields.
+                m.d.sync += [
+                    run_int8_q.eq((engine == proto.Engine.INT8) & Const(caps.has_int8, 1)),
+                    run_binary_q.eq((engine == proto.Engine.BINARY) &
+                                    Const(caps.has_binary, 1)),
+                    run_engine_known_q.eq(engine <= proto.Engine.BINARY),
+                    int8_ok_q.eq(int8_ok),
+                    binary_ok_q.eq(binary_ok),
+                ]
+                m.next = "RUN_CHECK"
+
             with m.State("RUN_CHECK"):
                 m.d.sync += [product_index.eq(0), region_index.eq(0), region_phase.eq(0)]
-                with m.If((engine == proto.Engine.INT8) & Const(caps.has_int8, 1)):
-                    with m.If(int8_ok):
+                with m.If(run_int8_q):
+                    with m.If(int8_ok_q):
                         m.next = "PRODUCTS"
                     with m.Else():
                         finish(proto.Status.BAD_DESCRIPTOR, record_it=1)
-                with m.Elif((engine == proto.Engine.BINARY) & Const(caps.has_binary, 1)):
-                    with m.If(binary_ok):
+                with m.Elif(run_binary_q):
+                    with m.If(binary_ok_q):
                         m.next = "PRODUCTS"
                     with m.Else():
                         finish(proto.Status.BAD_DESCRIPTOR, record_it=1)
-                with m.Elif(engine <= proto.Engine.BINARY):
+                with m.Elif(run_engine_known_q):
                     finish(proto.Status.NO_ENGINE, record_it=1)
                 with m.Else():
                     finish(proto.Status.BAD_DESCRIPTOR, record_it=1)
@@ -702,16 +814,24 @@ class CommandSequencer(wiring.Component):
                         m.next = "REGIONS"
 
             with m.State("REGIONS"):
-                # Two cycles per region: the check (descriptor fields -> length multiplexer
-                # -> adder -> comparator, about 25 ns on an iCE40) is registered before the
-                # state machine acts on it, so it does not lengthen the clock period.
-                m.d.sync += [region_ok_q.eq(region_ok), region_phase.eq(~region_phase)]
-                with m.If(region_phase):
+                m.d.sync += [
+                    region_offset_q.eq(region_offset[:aw + 1]),
+                    region_length_q.eq(region_length),
+                    region_size_q.eq(region_size),
+                    region_skip_q.eq(~region_used),
+                    region_bad_q.eq(region_offset[aw + 1:].any()),
+                    region_end_q.eq(region_offset_q + region_length_q),
+                    region_ok_q.eq(region_skip_q | (~region_bad_q &
+                                                    (region_end_q <= region_size_q))),
+                    region_phase.eq(region_phase + 1),
+                ]
+                with m.If(region_phase == 3):
                     with m.If(~region_ok_q):
                         finish(proto.Status.OUT_OF_RANGE, record_it=1)
                     with m.Elif(region_index == len(regions) - 1):
                         m.d.sync += [scan_address.eq(p_offset + 7), scan_left.eq(d_n),
-                                     scan_phase.eq(0), scan_pending.eq(0), scan_bad.eq(0)]
+                                     scan_phase.eq(0), scan_pending.eq(0), scan_bad.eq(0),
+                                     scan_checking.eq(0)]
                         with m.If(is_int8 & requant):
                             m.next = "SCAN"
                         with m.Else():
@@ -723,15 +843,17 @@ class CommandSequencer(wiring.Component):
                 # bytes 7 (top of m0) and 8 (shift) of each 12-byte record
                 m.d.comb += [self.host_rd_buffer.eq(proto.BufferId.PARAMS),
                              self.host_rd_addr.eq(scan_address + scan_phase)]
-                m.d.sync += [scan_pending.eq(scan_left != 0), scan_pending_phase.eq(scan_phase)]
-                with m.If(scan_pending & byte_bad):
+                m.d.sync += [scan_pending.eq(scan_left != 0), scan_pending_phase.eq(scan_phase),
+                             scan_checking.eq(scan_pending),
+                             scan_checking_phase.eq(scan_pending_phase)]
+                with m.If(scan_checking & byte_bad):
                     m.d.sync += scan_bad.eq(1)
                 with m.If(scan_left != 0):
                     m.d.sync += scan_phase.eq(~scan_phase)
                     with m.If(scan_phase):
                         m.d.sync += [scan_address.eq(scan_address + PARAM_RECORD_BYTES),
                                      scan_left.eq(scan_left - 1)]
-                with m.Elif(~scan_pending):
+                with m.Elif(~scan_pending & ~scan_checking):
                     with m.If(scan_bad):
                         finish(proto.Status.BAD_DESCRIPTOR, record_it=1)
                     with m.Else():
@@ -750,9 +872,11 @@ class CommandSequencer(wiring.Component):
                 with m.If(record):
                     m.d.sync += [last_valid.eq(1), last_seq.eq(seq), last_opcode.eq(opcode),
                                  last_status.eq(status)]
-                m.d.sync += [reply_index.eq(0),
+                m.d.sync += [reply_index.eq(0), reply_left.eq(1), fetch_index.eq(0),
                              reply_total.eq(_REPLY_HEADER +
-                                            Mux(status == proto.Status.OK, reply_body, 0))]
+                                            Mux(status == proto.Status.OK, reply_body, 0)),
+                             fetch_addr.eq(offset[:aw]),
+                             fetch_left.eq(Mux(status == proto.Status.OK, reply_body, 0))]
                 m.next = "REPLY"
 
             with m.State("REPLY"):

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The XNOR-popcount binary engine (qaccel.hw.binary) and its popcount trees
 (qaccel.hw.popcount), against the golden model, on Verilator through run_cocotb."""
 
