@@ -20,7 +20,8 @@ The design is given the UART's bytes with no flow control behind them: the PHY's
 absorbs short stalls, and a byte that finds it full is counted as an overrun (error LED).
 """
 
-from amaranth import ClockDomain, ClockSignal, Const, DomainRenamer, Elaboratable, Module, Signal
+from amaranth import (Cat, ClockDomain, ClockSignal, Const, DomainRenamer, Elaboratable, Module,
+                      Signal)
 from amaranth.lib import io, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -28,8 +29,8 @@ from amaranth.lib.wiring import In, Out
 from ..hw.uart import UART
 from .base import LED_ROLES
 
-__all__ = ["OPTIONAL_OUTPUTS", "PowerOnReset", "PulseStretcher", "BoardCore", "BoardTop",
-           "check_design"]
+__all__ = ["OPTIONAL_OUTPUTS", "PowerOnReset", "Prescaler", "PulseStretcher", "BoardCore",
+           "BoardTop", "check_design"]
 
 
 def _check_cycles(name, value, minimum=1):
@@ -81,6 +82,74 @@ class PowerOnReset(wiring.Component):
         with m.Else():
             m.d.sync += count.eq(count + 1)
         m.d.comb += self.rst.eq(~done)
+        return m
+
+
+#: Feedback taps (bit numbers, 1-based) of maximal-length Fibonacci LFSRs, by width
+#: (Xilinx XAPP052, table 3); ``tests/test_boards.py`` checks that each has period 2**n - 1.
+LFSR_TAPS = {
+    2: (2, 1), 3: (3, 2), 4: (4, 3), 5: (5, 3), 6: (6, 5), 7: (7, 6), 8: (8, 6, 5, 4),
+    9: (9, 5), 10: (10, 7), 11: (11, 9), 12: (12, 6, 4, 1), 13: (13, 4, 3, 1),
+    14: (14, 5, 3, 1), 15: (15, 14), 16: (16, 15, 13, 4), 17: (17, 14), 18: (18, 11),
+    19: (19, 6, 2, 1), 20: (20, 17), 21: (21, 19), 22: (22, 21), 23: (23, 18),
+    24: (24, 23, 22, 17),
+}
+
+
+def lfsr_step(state, width):
+    """The next state of the ``width``-bit LFSR of :data:`LFSR_TAPS` (integers)."""
+    feedback = 0
+    for tap in LFSR_TAPS[width]:
+        feedback ^= (state >> (tap - 1)) & 1
+    return ((state << 1) | feedback) & ((1 << width) - 1)
+
+
+class Prescaler(wiring.Component):
+    """``tick`` is high one clock in every ``cycles``, from a linear-feedback shift register.
+
+    An LFSR has no carry chain: the next state is a shift and one XOR, the tick a comparison
+    with a constant. A binary down-counter of the same period (15 bits for 1 ms at 27 MHz)
+    was split by nextpnr-ice40 into carry chain pieces joined through LUTs at 94 % logic cell
+    use, and became the critical path (40.7 ns) of an iCEBreaker build. The register starts
+    at 1 and returns to it after ``cycles`` states, so the period is exact.
+
+    Parameters
+    ----------
+    cycles : int
+        Period in clocks, 1 to ``2**24 - 1``.
+
+    Members
+    -------
+    tick : ``Out(1)``
+    """
+
+    def __init__(self, cycles):
+        self._cycles = _check_cycles("Prescaler cycles", cycles)
+        if cycles >= 1 << max(LFSR_TAPS):
+            raise ValueError(f"Prescaler cycles must be below {1 << max(LFSR_TAPS)}, "
+                             f"not {cycles}")
+        super().__init__({"tick": Out(1)})
+
+    @property
+    def cycles(self):
+        return self._cycles
+
+    def elaborate(self, platform):
+        m = Module()
+        width = max(2, self._cycles.bit_length())  # so 2**width - 1 >= cycles
+        last = 1
+        for _ in range(self._cycles - 1):
+            last = lfsr_step(last, width)
+        state = Signal(width, init=1)
+        feedback = 0
+        for tap in LFSR_TAPS[width]:
+            feedback ^= state[tap - 1]
+        at_last = state == last
+        m.d.comb += self.tick.eq(at_last)
+        with m.If(at_last):
+            m.d.sync += state.eq(1)
+        with m.Else():
+            m.d.sync += state.eq(Cat(feedback, state[:-1]))
         return m
 
 
@@ -226,13 +295,8 @@ class BoardCore(wiring.Component):
         link_error = uart.framing_error | uart.overrun | uart.break_
 
         # LED time base: one tick every tick_cycles clocks.
-        tick = Signal()
-        prescaler = Signal(range(self._tick_cycles))
-        with m.If(prescaler == 0):
-            m.d.app += prescaler.eq(self._tick_cycles - 1)
-        with m.Else():
-            m.d.app += prescaler.eq(prescaler - 1)
-        m.d.comb += tick.eq(prescaler == 0)
+        m.submodules.prescaler = prescaler = DomainRenamer("app")(Prescaler(self._tick_cycles))
+        tick = prescaler.tick
 
         events = {"activity": received | sent | optional["activity"],
                   "error": link_error | optional["error"], "rx": received, "tx": sent}

@@ -367,12 +367,16 @@ HARDWARE = """
 the host, a word per cycle for the engines); `Int8Controller` (systolic array + requantizer)
 and `BinaryController` (binary engine); `PerformanceCounters`.
 
-- WRITE and READ move one byte per cycle; the reply of READ streams from the memory.
-- RUN validation takes about 110 cycles (six 17-cycle shift-add products, the region checks)
-  plus two cycles per channel for the requantization parameter scan. No `*` is synthesized
-  outside the engines.
-- The INT8 controller feeds one activation word and one weight word per cycle (the read ports
-  are the stream registers), so a K step costs one cycle: a 2x4 array ran a K = 256 tile at
+- WRITE and READ move one byte per cycle. The buffers answer a host byte read two cycles
+  after its address (block RAM, then a registered byte multiplexer), so reply bodies (READ
+  data, INFO, STATUS, COUNTERS) are fetched ahead into a 4-byte FIFO.
+- The sequencer registers each check before acting on it (command decode, bounds, descriptor
+  fields, each region in four steps), a few cycles per command, so that no check shares a
+  clock period with the state machine. RUN validation takes about 125 cycles (six 17-cycle
+  shift-add products, the region checks) plus two cycles per channel for the
+  requantization parameter scan. No `*` is synthesized outside the engines.
+- The INT8 controller feeds one activation word and one weight word per cycle through a
+  register slice into the array, so a K step costs one cycle: a 2x4 array ran a K = 256 tile at
   7.56 MACs per cycle (95 % of its 8 PEs), measured with the MACS and INT8_BUSY counters.
   Requantized outputs cost `mult_cycles` each in the requantizer.
 """

@@ -22,6 +22,7 @@ from ..sw.layout import PARAM_RECORD_BYTES
 from .binary import BinaryEngine, Mode, Op
 from .requant import Requantizer
 from .sequencer import descriptor_layout
+from .skid import SkidBuffer
 from .systolic import SystolicArray
 
 __all__ = ["Int8Controller", "BinaryController"]
@@ -204,20 +205,28 @@ class Int8Controller(wiring.Component):
         pair_valid = Signal()
         a_lane = Signal(max(exact_log2(a_word // rows), 1))
         w_lane = Signal(max(exact_log2(w_word // cols), 1))
-        advance = ~pair_valid | array.a.ready  # the array takes a and w together
+        # The pairs reach the array through a register slice: the array's ready comes from
+        # its whole control (output skid, tile spacing, operand validity), too long a path to
+        # continue into the block RAM read enables.
+        m.submodules.pair_skid = pair_skid = SkidBuffer(8 * (rows + cols))
+        advance = ~pair_valid | pair_skid.i.ready
         m.d.comb += [
             self.activations_rd_addr.eq(a_pointer >> exact_log2(a_word)),
             self.activations_rd_en.eq(advance),
             self.weights_rd_addr.eq(w_pointer >> exact_log2(w_word)),
             self.weights_rd_en.eq(advance),
-            array.a.valid.eq(pair_valid),
-            array.w.valid.eq(pair_valid),
-            array.a.payload.as_value().eq(
+            pair_skid.i.valid.eq(pair_valid),
+            pair_skid.i.payload.eq(Cat(
                 self.activations_rd_data.word_select(a_lane, 8 * rows)
-                if a_word > rows else self.activations_rd_data),
-            array.w.payload.as_value().eq(
+                if a_word > rows else self.activations_rd_data,
                 self.weights_rd_data.word_select(w_lane, 8 * cols)
-                if w_word > cols else self.weights_rd_data),
+                if w_word > cols else self.weights_rd_data)),
+            # the array takes a and w together
+            array.a.valid.eq(pair_skid.o.valid),
+            array.w.valid.eq(pair_skid.o.valid),
+            pair_skid.o.ready.eq(array.a.ready),
+            array.a.payload.as_value().eq(pair_skid.o.payload[:8 * rows]),
+            array.w.payload.as_value().eq(pair_skid.o.payload[8 * rows:]),
         ]
         with m.If(advance):
             m.d.sync += [pair_valid.eq(feed_active),

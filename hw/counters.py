@@ -30,7 +30,8 @@ class PerformanceCounters(wiring.Component):
     Members
     -------
     <counter name> : ``In(1)`` or ``In(width)`` (``macs``, ``binary_ops``)
-        Added to the counter at the clock edge.
+        Added to the counter: a wide amount at the clock edge, a one-bit event one clock
+        later (it is registered first).
     clear : ``In(1)``
         Sets every counter to zero (it wins over the additions of the same cycle).
     select : ``In(range(len(Counter)))``
@@ -58,12 +59,20 @@ class PerformanceCounters(wiring.Component):
         m = Module()
         registers = []
         for counter in Counter:
-            register = Signal(self._width, name=f"count_{counter.name.lower()}")
+            name = counter.name.lower()
+            register = Signal(self._width, name=f"count_{name}")
             registers.append(register)
+            amount = getattr(self, name)
+            if counter not in WIDE_COUNTERS:
+                # One-bit events are registered before their adder: they come from the
+                # engines' stream handshakes, and the adder is a long carry chain.
+                event = Signal(name=f"event_{name}")
+                m.d.sync += event.eq(amount & ~self.clear)
+                amount = event
             with m.If(self.clear):
                 m.d.sync += register.eq(0)
             with m.Else():
-                m.d.sync += register.eq(register + getattr(self, counter.name.lower()))
+                m.d.sync += register.eq(register + amount)
         with m.Switch(self.select):
             for counter, register in zip(Counter, registers):
                 with m.Case(counter):

@@ -276,6 +276,55 @@ def test_board_core_through_uart_pins():
     assert tests == 3
 
 
+def test_lfsr_taps_are_maximal():
+    from qaccel.boards.core import LFSR_TAPS, lfsr_step
+
+    for width in sorted(LFSR_TAPS):
+        if width > 18:              # 19..24 take ~30 s in Python; checked once by hand
+            break
+        state, period = lfsr_step(1, width), 1
+        while state != 1:
+            state, period = lfsr_step(state, width), period + 1
+        assert period == 2 ** width - 1, width
+
+
+@pytest.mark.parametrize("cycles", [1, 2, 3, 7, 8, 1000])
+def test_prescaler_period(cycles):
+    from amaranth.sim import Simulator
+
+    from qaccel.boards.core import Prescaler
+
+    dut = Prescaler(cycles)
+    ticks = []
+
+    async def bench(ctx):
+        for cycle in range(3 * cycles):
+            if ctx.get(dut.tick):
+                ticks.append(cycle)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(ticks) == 3 and ticks[0] == cycles - 1
+    assert [b - a for a, b in zip(ticks, ticks[1:])] == [cycles, cycles]
+
+
+# Rejected on purpose, never elaborated.
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_prescaler_validation():
+    from qaccel.boards.core import Prescaler
+
+    with pytest.raises(ValueError, match="Prescaler cycles must be at least 1, not 0"):
+        Prescaler(0)
+    with pytest.raises(ValueError, match="Prescaler cycles must be below 16777216, not 16777216"):
+        Prescaler(1 << 24)
+    with pytest.raises(TypeError, match="Prescaler cycles must be an integer, not 2.5"):
+        Prescaler(2.5)
+    gc.collect()
+
+
 # The components built here are rejected on purpose and never elaborated.
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_board_core_rejects_wrong_design():
