@@ -371,28 +371,18 @@ class BinaryEngine(wiring.Component):
                     m.next = "DECODE"
 
             with m.State("DECODE"):
+                m.next = "IDLE"     # unless the command is good
                 with m.Switch(decoded_op):
-                    with m.Case(Op.LOAD_WEIGHTS):
-                        with m.If(load_weights_ok):
-                            m.next = "LOAD_WEIGHTS"
-                        with m.Else():
-                            m.d.sync += error.eq(1)
-                            m.next = "IDLE"
-                    with m.Case(Op.LOAD_THRESHOLDS):
-                        with m.If(load_thresholds_ok):
-                            m.next = "LOAD_THRESHOLDS"
-                        with m.Else():
-                            m.d.sync += error.eq(1)
-                            m.next = "IDLE"
-                    with m.Case(Op.RUN):
-                        with m.If(run_ok):
-                            m.next = "RUN"
-                        with m.Else():
-                            m.d.sync += error.eq(1)
-                            m.next = "IDLE"
+                    for op, ok in ((Op.LOAD_WEIGHTS, load_weights_ok),
+                                   (Op.LOAD_THRESHOLDS, load_thresholds_ok),
+                                   (Op.RUN, run_ok)):
+                        with m.Case(op):
+                            with m.If(ok):
+                                m.next = op.name
+                            with m.Else():
+                                m.d.sync += error.eq(1)
                     with m.Default():
                         m.d.sync += error.eq(1)
-                        m.next = "IDLE"
 
             with m.State("LOAD_WEIGHTS"):
                 m.d.comb += [
