@@ -20,8 +20,7 @@ The design is given the UART's bytes with no flow control behind them: the PHY's
 absorbs short stalls, and a byte that finds it full is counted as an overrun (error LED).
 """
 
-from amaranth import (Cat, ClockDomain, ClockSignal, Const, DomainRenamer, Elaboratable, Module,
-                      Signal)
+from amaranth import ClockDomain, ClockSignal, Const, DomainRenamer, Elaboratable, Module, Signal
 from amaranth.lib import io, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -97,7 +96,8 @@ LFSR_TAPS = {
 
 
 def lfsr_step(state, width):
-    """The next state of the ``width``-bit LFSR of :data:`LFSR_TAPS` (integers)."""
+    """The next state of the ``width``-bit LFSR of :data:`LFSR_TAPS`: of an integer, or as
+    an Amaranth value of a ``width``-bit signal."""
     feedback = 0
     for tap in LFSR_TAPS[width]:
         feedback ^= (state >> (tap - 1)) & 1
@@ -141,15 +141,12 @@ class Prescaler(wiring.Component):
         for _ in range(self._cycles - 1):
             last = lfsr_step(last, width)
         state = Signal(width, init=1)
-        feedback = 0
-        for tap in LFSR_TAPS[width]:
-            feedback ^= state[tap - 1]
         at_last = state == last
         m.d.comb += self.tick.eq(at_last)
         with m.If(at_last):
             m.d.sync += state.eq(1)
         with m.Else():
-            m.d.sync += state.eq(Cat(feedback, state[:-1]))
+            m.d.sync += state.eq(lfsr_step(state, width))
         return m
 
 

@@ -54,8 +54,6 @@ _HEADER_BYTES = max(_DESCRIPTOR_BYTES, _READ_BYTES)
 _REPLY_HEADER = 3  # seq, opcode | REPLY_FLAG, status
 # The parameter region length is computed as n * 8 + n * 4.
 assert PARAM_RECORD_BYTES == 12
-_STATE_CHANGING = (proto.Opcode.WRITE, proto.Opcode.RUN, proto.Opcode.RESET)
-_REFUSED_WHEN_BUSY = (proto.Opcode.WRITE, proto.Opcode.READ, proto.Opcode.RUN)
 #: Reply body bytes fetched ahead of the reply (covers the buffers' two-cycle read latency).
 _BODY_PREFETCH = 4
 #: Bad frames waiting for their NAK; input stops two short of the limit (a strobe can be on
@@ -878,11 +876,10 @@ class CommandSequencer(wiring.Component):
                 with m.If(record):
                     m.d.sync += [last_valid.eq(1), last_seq.eq(seq), last_opcode.eq(opcode),
                                  last_status.eq(status)]
+                sent_body = Mux(status == proto.Status.OK, reply_body, 0)
                 m.d.sync += [reply_index.eq(0), reply_left.eq(1), fetch_index.eq(0),
-                             reply_total.eq(_REPLY_HEADER +
-                                            Mux(status == proto.Status.OK, reply_body, 0)),
-                             fetch_addr.eq(offset[:aw]),
-                             fetch_left.eq(Mux(status == proto.Status.OK, reply_body, 0))]
+                             reply_total.eq(_REPLY_HEADER + sent_body),
+                             fetch_addr.eq(offset[:aw]), fetch_left.eq(sent_body)]
                 m.next = "REPLY"
 
             with m.State("REPLY"):
