@@ -217,10 +217,21 @@ def _run_plan_commands(out_dir, name, progress, stages, skip=()):
         stages.append({"stage": tool, "seconds": round(seconds, 1)})
         if returncode != 0:
             tail = _tail(log_path)
+            # `yosys -q -l FILE` may print nothing at all: its error is only in FILE.
+            if not tail.strip() and "-l" in argv[1:-1]:
+                log_path = out_dir / argv[argv.index("-l") + 1]
+                tail = _tail(log_path)
             full = re.search(r"no BELs remaining to implement cell type '(\w+)'", tail)
-            hint = (f"\nThe design needs more {full.group(1)} cells than the FPGA has: shrink "
-                    f"the configuration (the estimate before synthesis covers DSPs and block "
-                    f"RAM only; logic cells are known after synthesis)." if full else "")
+            hint = ""
+            if full:
+                hint = (f"\nThe design needs more {full.group(1)} cells than the FPGA has: "
+                        f"shrink the configuration (the estimate before synthesis covers DSPs "
+                        f"and block RAM only; logic cells are known after synthesis).")
+            elif re.search(r"^ERROR: Assert", tail, re.MULTILINE):
+                hint = (f"\n{_STAGE_LABELS.get(tool, tool)} stopped on one of its own "
+                        f"internal checks (a bug in {tool}, not in the configuration); a "
+                        f"slightly different configuration usually avoids it. Please report "
+                        f"it with {out_dir}.")
             raise BuildError(f"{_STAGE_LABELS.get(tool, tool)} failed (exit status "
                              f"{returncode}); last lines of {log_path}:\n{tail}{hint}")
 

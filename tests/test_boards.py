@@ -427,6 +427,29 @@ def test_cli_program_without_programmer(tmp_path, capsys, monkeypatch):
     assert "no programmer found for the icebreaker (tried iceprog, openFPGALoader)" in err
 
 
+def test_tool_error_only_in_its_log_file(tmp_path, monkeypatch):
+    """A tool run as `yosys -q -l top.rpt` that fails with nothing on its output: the error
+    shows the tail of top.rpt, and an internal assertion is called a tool bug."""
+    from qaccel.boards.build import BuildError, Progress, _run_plan_commands
+
+    fake = tmp_path / "fake-yosys"
+    error = "ERROR: Assert `x == y' failed."
+    fake.write_text(f"#!{sys.executable}\nimport sys\n"
+                    f"open(sys.argv[3], 'w').write('Executing ABC9.\\n' + {error!r})\n"
+                    "sys.exit(1)\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("YOSYS", str(fake))
+    (tmp_path / "build_top.json").write_text(json.dumps(
+        {"commands": [["yosys", "-q", "-l", "top.rpt", "top.ys"]]}))
+    with pytest.raises(BuildError) as failure:
+        _run_plan_commands(tmp_path, "top", Progress(None), [])
+    message = str(failure.value)
+    assert "synthesis (Yosys) failed (exit status 1)" in message
+    assert f"last lines of {tmp_path / 'top.rpt'}:" in message
+    assert error in message
+    assert "a bug in yosys, not in the configuration" in message
+
+
 def test_xilinx_plan_without_vivado(tmp_path, monkeypatch):
     """KCU105: the Vivado build plan is written and the missing Vivado is said clearly."""
     from qaccel.boards.build import Progress, build
