@@ -317,16 +317,18 @@ class CommandSequencer(wiring.Component):
                         m.d.comb += size.eq(sizes[b])
             return size
 
-        # WRITE/READ bounds check, offset + length <= size, in three registered steps (SPAN,
-        # SPAN_SUM, then the check state): the one-cycle form (length, 33-bit adder,
-        # comparator) was the iCE40 build's critical path. The offset is a full u32: only its
+        # WRITE/READ bounds check, offset + length <= size, in four registered steps (SPAN,
+        # SPAN_SUM, SPAN_COMPARE, then the check state): the one-cycle form (length, 33-bit
+        # adder, comparator) was the iCE40 build's critical path, and so was the comparator
+        # feeding the check state's status logic. The offset is a full u32: only its
         # low `aw + 1` bits go through the adder, the rest must be zero.
         span_length = Signal(range(max(proto.MAX_PAYLOAD, self.max_frame) + 1))
         span_size = Signal(range(max(sizes.values()) + 1))
         span_offset = Signal(aw + 1)
         span_bad = Signal()        # no such buffer, or the offset is beyond every buffer
         span_end = Signal(max(aw + 1, len(span_length)) + 1)
-        span_ok = ~span_bad & (span_end <= span_size)
+        span_ok = Signal()
+        m.d.sync += span_ok.eq(~span_bad & (span_end <= span_size))
         addressed_size = buffer_size(buffer_id[:2])
 
         # ---- descriptor fields and checks -----------------------------------------------------
@@ -729,6 +731,9 @@ class CommandSequencer(wiring.Component):
 
             with m.State("SPAN_SUM"):
                 m.d.sync += span_end.eq(span_offset + span_length)
+                m.next = "SPAN_COMPARE"
+
+            with m.State("SPAN_COMPARE"):
                 with m.If(opcode == proto.Opcode.WRITE):
                     m.next = "WRITE_CHECK"
                 with m.Else():

@@ -237,10 +237,13 @@ class SystolicArray(wiring.Component):
         end_mask = Signal(rows)
         col_mask = Signal(cols)
         since_last = Signal(range(spacing + 1), init=spacing)
+        # Registered forms of `zero_k | remaining == 1` and `since_last >= spacing`: `go`
+        # drives the operand injection and the tags, so its inputs are kept to single bits.
+        is_last = Signal()
+        spacing_met = Signal(init=1)
 
-        is_last = zero_k | (remaining == 1)
         step_data = zero_k | (self.a.valid & self.w.valid)
-        spaced = ~is_last | (since_last >= spacing)
+        spaced = ~is_last | spacing_met
         go = Signal()
         finishing = Signal()
         m.d.comb += [
@@ -257,17 +260,20 @@ class SystolicArray(wiring.Component):
         n_cols = Mux((cmd.n == 0) | (cmd.n > cols), cols, cmd.n)
         with m.If(enable):
             with m.If(go):
-                m.d.sync += [remaining.eq(remaining - 1), first.eq(0)]
+                m.d.sync += [remaining.eq(remaining - 1), first.eq(0),
+                             is_last.eq(remaining == 2)]
                 with m.If(is_last):
                     m.d.sync += busy.eq(0)
             with m.If(finishing):
-                m.d.sync += since_last.eq(1)
+                m.d.sync += [since_last.eq(1), spacing_met.eq(spacing <= 1)]
             with m.Elif(since_last < spacing):
-                m.d.sync += since_last.eq(since_last + 1)
+                m.d.sync += [since_last.eq(since_last + 1),
+                             spacing_met.eq(since_last + 1 >= spacing)]
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [
                 busy.eq(1),
                 remaining.eq(cmd.k),
+                is_last.eq(cmd.k <= 1),
                 first.eq(1),
                 zero_k.eq(cmd.k == 0),
                 row_mask.eq(Cat(*(m_rows > i for i in range(rows)))),

@@ -25,7 +25,7 @@ from qaccel.sw import golden
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 #: Cycles from the last fold to the engine going idle (pipeline, formatter, output register).
-LATENCY = 7
+LATENCY = 8
 MODE_NAMES = {MODE_RAW: "raw", MODE_THRESHOLDS: "thresholds", MODE_BINARY: "binary"}
 
 
