@@ -246,6 +246,11 @@ class BinaryEngine(wiring.Component):
         t_wr = t_mem.write_port(granularity=thr_width)
         t_rd_addr, t_rd_data = _read_port(m, t_mem, "t_rd", advance)
 
+        t_pending_value = Signal(signed(32), reset_less=True)
+        t_pending_addr = Signal(range(self.max_nf), reset_less=True)
+        t_pending_en = Signal(pe * max_t)      # the write lanes of the pending value
+        m.d.sync += t_pending_en.eq(0)         # unless LOAD_THRESHOLDS takes a value
+
         # ---- the current command ---------------------------------------------------------
         k = Signal(range(self.max_k + 1))
         n = Signal(range(self.max_n + 1))
@@ -425,20 +430,13 @@ class BinaryEngine(wiring.Component):
                         m.d.sync += [kpos.eq(kpos + simd), fold.eq(fold + 1)]
 
             with m.State("LOAD_THRESHOLDS"):
-                value = self.t.payload
-                low, high = -self.max_k, self.max_k + 1
-                # signed order = unsigned order with the sign bit flipped
-                biased = value.as_unsigned() ^ (1 << 31)
-                clamped = Mux(~_at_least(biased, low + (1 << 31)), low,
-                              Mux(_at_least(biased, high + 1 + (1 << 31)), high, value))
-                m.d.comb += [
-                    self.t.ready.eq(1),
-                    t_wr.addr.eq(nf),
-                    t_wr.data.eq(Cat(*([clamped.as_signed()[:thr_width]] * (pe * max_t)))),
-                    t_wr.en.eq(Mux(self.t.valid, Const(1, pe * max_t) << (lane * max_t + slot),
-                                   0)),
-                ]
+                m.d.comb += self.t.ready.eq(1)
                 with m.If(self.t.valid):
+                    m.d.sync += [
+                        t_pending_value.eq(self.t.payload),
+                        t_pending_addr.eq(nf),
+                        t_pending_en.eq(Const(1, pe * max_t) << (lane * max_t + slot)),
+                    ]
                     with m.If(slot == n_thr - 1):
                         m.d.sync += [slot.eq(0), channels_left.eq(channels_left - 1)]
                         with m.If(lane == pe - 1):
@@ -458,6 +456,21 @@ class BinaryEngine(wiring.Component):
                 ]
                 with m.If(~running):
                     m.next = "IDLE"
+
+        # ---- threshold writes, one cycle after their transfer on `t` ------------------------
+        # The value is clamped from a register: `t` comes from a block RAM's output, and the
+        # clamp after it was the ULX3S top's critical path (15.7 ns). A RUN reads the
+        # thresholds no earlier than three cycles after the last write.
+        low, high = -self.max_k, self.max_k + 1
+        # signed order = unsigned order with the sign bit flipped
+        biased = t_pending_value.as_unsigned() ^ (1 << 31)
+        clamped = Mux(~_at_least(biased, low + (1 << 31)), low,
+                      Mux(_at_least(biased, high + 1 + (1 << 31)), high, t_pending_value))
+        m.d.comb += [
+            t_wr.addr.eq(t_pending_addr),
+            t_wr.data.eq(Cat(*([clamped.as_signed()[:thr_width]] * (pe * max_t)))),
+            t_wr.en.eq(t_pending_en),
+        ]
 
         # ---- fold issue (stage 0) --------------------------------------------------------
         fire = issue & advance
