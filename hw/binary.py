@@ -260,7 +260,7 @@ class BinaryEngine(wiring.Component):
         m.d.comb += self.error.eq(error)
 
         # ---- sequencer counters (shared by the loads and the run) ------------------------
-        kpos = Signal(range(self.max_k + simd + 1))   # first input bit of the current fold
+        bits_left = Signal(range(self.max_k + 1))      # input bits from the current fold on
         fold = Signal(range(self.max_sf + 1))          # input fold index (activation address)
         lane = Signal(range(pe))                       # PE of the channel being loaded
         base = Signal(range(self.max_nf * self.max_sf + 1))  # weight address of fold 0
@@ -271,7 +271,9 @@ class BinaryEngine(wiring.Component):
         vectors_left = Signal(16)
         first_pass = Signal()                          # output fold 0: words come from `a`
 
-        last_fold = kpos + simd >= k
+        # A down-counter compared with a constant: `kpos + simd >= k` (an adder and a
+        # comparator) was the iCEBreaker top's critical path.
+        last_fold = ~_at_least(bits_left, simd + 1)
         last_channel = channels_left == 1
 
         # ---- pipeline ----------------------------------------------------------------------
@@ -382,7 +384,7 @@ class BinaryEngine(wiring.Component):
                 with m.If(self.cmd.valid & self.cmd.ready):
                     m.d.sync += [
                         k.eq(cmd.k), n.eq(cmd.n), n_thr.eq(cmd.t), mode.eq(cmd.mode),
-                        kpos.eq(0), fold.eq(0), lane.eq(0), base.eq(0), waddr.eq(0),
+                        bits_left.eq(cmd.k), fold.eq(0), lane.eq(0), base.eq(0), waddr.eq(0),
                         nf.eq(0), slot.eq(0), channels_left.eq(cmd.n),
                         vectors_left.eq(cmd.m), first_pass.eq(1),
                     ]
@@ -419,7 +421,8 @@ class BinaryEngine(wiring.Component):
                 ]
                 with m.If(self.w.valid):
                     with m.If(last_fold):
-                        m.d.sync += [kpos.eq(0), fold.eq(0), channels_left.eq(channels_left - 1)]
+                        m.d.sync += [bits_left.eq(k), fold.eq(0),
+                                     channels_left.eq(channels_left - 1)]
                         with m.If(lane == pe - 1):
                             m.d.sync += [lane.eq(0), base.eq(base + fold + 1)]
                         with m.Else():
@@ -427,7 +430,7 @@ class BinaryEngine(wiring.Component):
                         with m.If(last_channel):
                             m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [kpos.eq(kpos + simd), fold.eq(fold + 1)]
+                        m.d.sync += [bits_left.eq(bits_left - simd), fold.eq(fold + 1)]
 
             with m.State("LOAD_THRESHOLDS"):
                 m.d.comb += self.t.ready.eq(1)
@@ -474,10 +477,10 @@ class BinaryEngine(wiring.Component):
 
         # ---- fold issue (stage 0) --------------------------------------------------------
         fire = issue & advance
-        # Valid bits of the fold minus one (k - kpos - 1): in [0, simd - 1] on the last fold,
+        # Valid bits of the fold minus one (bits_left - 1): in [0, simd - 1] on the last fold,
         # so its low bits suffice to build that fold's mask (in stage 1, from these few
         # registered bits rather than a simd-bit register); earlier folds are all valid.
-        last_valid = (k + ~kpos)[:len(s1_last_valid)]
+        last_valid = (bits_left - 1)[:len(s1_last_valid)]
         last_nf = channels_left <= pe
         m.d.comb += [
             w_rd_addr.eq(waddr), a_rd_addr.eq(fold),
@@ -490,7 +493,7 @@ class BinaryEngine(wiring.Component):
                 s1_from_stream.eq(first_pass),
                 s1_word.eq(self.a.payload),
                 s1_last_valid.eq(last_valid),
-                s1_first.eq(kpos == 0),
+                s1_first.eq(fold == 0),
                 s1_last.eq(last_fold),
                 s1_nf.eq(nf),
                 s1_lanes.eq(Mux(last_nf, channels_left, pe)),
@@ -499,7 +502,7 @@ class BinaryEngine(wiring.Component):
         with m.If(fire):
             m.d.sync += waddr.eq(waddr + 1)
             with m.If(last_fold):
-                m.d.sync += [kpos.eq(0), fold.eq(0)]
+                m.d.sync += [bits_left.eq(k), fold.eq(0)]
                 with m.If(last_nf):
                     m.d.sync += [first_pass.eq(1), channels_left.eq(n), waddr.eq(0), nf.eq(0),
                                  vectors_left.eq(vectors_left - 1)]
@@ -507,7 +510,7 @@ class BinaryEngine(wiring.Component):
                     m.d.sync += [first_pass.eq(0), channels_left.eq(channels_left - pe),
                                  nf.eq(nf + 1)]
             with m.Else():
-                m.d.sync += [kpos.eq(kpos + simd), fold.eq(fold + 1)]
+                m.d.sync += [bits_left.eq(bits_left - simd), fold.eq(fold + 1)]
 
         # ---- XNOR (stage 1) --------------------------------------------------------------
         # Registered before the popcount: the block RAM's clock-to-output plus a popcount
