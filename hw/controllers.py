@@ -359,16 +359,6 @@ class Int8Controller(wiring.Component):
         with m.If(take):
             m.d.sync += [raw_accumulator.eq(accumulator), raw_address.eq(element_address),
                          raw_final.eq(final)]
-        # The sum is registered before the write: the bias comes straight from a block RAM's
-        # output, and its adder into the OUTPUTS write data was the ULX3S top's critical path.
-        sum_valid = Signal()
-        sum_value = Signal(32)
-        sum_address = Signal(aw)
-        sum_final = Signal()
-        m.d.sync += sum_valid.eq(raw_valid)
-        with m.If(raw_valid):
-            m.d.sync += [sum_value.eq(raw_accumulator + self.params_rd_data),
-                         sum_address.eq(raw_address), sum_final.eq(raw_final)]
 
         # ---- requantized path ----------------------------------------------------------------
         rq_in = requant.i.payload
@@ -382,12 +372,12 @@ class Int8Controller(wiring.Component):
         ]
         rq_out = requant.o.payload
 
-        with m.If(sum_valid):
+        with m.If(raw_valid):
             m.d.comb += [
-                self.outputs_wr_addr.eq(sum_address >> 2),
-                self.outputs_wr_data.eq(sum_value),
+                self.outputs_wr_addr.eq(raw_address >> 2),
+                self.outputs_wr_data.eq((raw_accumulator + self.params_rd_data)[:32]),
                 self.outputs_wr_en.eq(0b1111),
-                self.done.eq(sum_final),
+                self.done.eq(raw_final),
             ]
         with m.Elif(requant.o.valid):
             m.d.comb += [
