@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..hw.resources import xilinx_synth_commands
+from ..hw.resources import ecp5_classic_abc_commands, xilinx_synth_commands
 from .base import find_build_tool, tool_env_var
 from .estimate import DoesNotFit, check_fit
 from .report import make_report, parse_nextpnr_report, parse_yosys_stat
@@ -203,8 +203,30 @@ def _tool_environment(tools):
     return env, paths
 
 
-def _run_plan_commands(out_dir, name, progress, stages, skip=()):
-    """Run the commands of Amaranth's ``build_<name>.json``, each as a stage."""
+def _classic_abc_fallback(script_path):
+    """Rewrite an extracted ``synth_ecp5`` script to map LUTs with classic ABC, not ABC9.
+
+    Returns whether the script had a ``synth_ecp5`` command to rewrite.
+    """
+    try:
+        text = script_path.read_text()
+    except OSError:
+        return False
+    match = re.search(r"^[ \t]*synth_ecp5\b(.*?)-top (\S+)[ \t]*$", text, re.MULTILINE)
+    if match is None:
+        return False
+    commands = ecp5_classic_abc_commands(match.group(2), match.group(1).strip())
+    script_path.write_text(text[:match.start()] + "\n".join(commands) + text[match.end():])
+    return True
+
+
+def _run_plan_commands(out_dir, name, progress, stages, skip=(), notes=None):
+    """Run the commands of Amaranth's ``build_<name>.json``, each as a stage.
+
+    When ABC9 inside ``synth_ecp5`` stops on an internal assertion (a Yosys bug that small
+    design changes trigger or avoid), synthesis runs once more with classic ABC, and a note
+    saying so is appended to ``notes``.
+    """
     commands = json.loads((out_dir / f"build_{name}.json").read_text())["commands"]
     commands = [argv for argv in commands if argv[0] not in skip]
     env, paths = _tool_environment(sorted({argv[0] for argv in commands}))
@@ -215,12 +237,25 @@ def _run_plan_commands(out_dir, name, progress, stages, skip=()):
         returncode, seconds = progress.run(
             label, lambda: _run_command([paths[tool], *argv[1:]], out_dir, env, log_path))
         stages.append({"stage": tool, "seconds": round(seconds, 1)})
-        if returncode != 0:
+        tail = _tail(log_path)
+        # `yosys -q -l FILE` may print nothing at all: its error is only in FILE.
+        if returncode != 0 and not tail.strip() and "-l" in argv[1:-1]:
+            log_path = out_dir / argv[argv.index("-l") + 1]
             tail = _tail(log_path)
-            # `yosys -q -l FILE` may print nothing at all: its error is only in FILE.
-            if not tail.strip() and "-l" in argv[1:-1]:
-                log_path = out_dir / argv[argv.index("-l") + 1]
-                tail = _tail(log_path)
+        if (returncode != 0 and tool == "yosys" and "ABC9" in tail and
+                re.search(r"^ERROR: Assert", tail, re.MULTILINE) and
+                _classic_abc_fallback(out_dir / argv[-1])):
+            progress.message("ABC9 (Yosys' LUT mapper) stopped on an internal check; "
+                             "synthesizing again with classic ABC")
+            label = f"{label} with classic ABC"
+            returncode, seconds = progress.run(
+                label, lambda: _run_command([paths[tool], *argv[1:]], out_dir, env, log_path))
+            stages.append({"stage": f"{tool} (classic ABC)", "seconds": round(seconds, 1)})
+            if notes is not None:
+                notes.append("synthesized with classic ABC: Yosys' ABC9 stopped on an "
+                             "internal check (a Yosys bug); LUT mapping is not timing-driven")
+            tail = _tail(log_path)
+        if returncode != 0:
             full = re.search(r"no BELs remaining to implement cell type '(\w+)'", tail)
             hint = ""
             if full:
@@ -333,12 +368,14 @@ def build(board, config=None, *, design=None, out_dir=None, name="top", seed=1,
 
     messages = []
     if board.family in ("ice40", "ecp5"):
-        _run_plan_commands(out_dir, name, progress, stages)
+        build_notes = []
+        _run_plan_commands(out_dir, name, progress, stages, notes=build_notes)
         bitstream = out_dir / board.bitstream_name(name)
         report = make_report(
             board, build_config, cells=parse_yosys_stat(out_dir / f"{name}.stat.json"),
             nextpnr=parse_nextpnr_report(out_dir / f"{name}.report.json"),
             estimate=estimate, stages=stages, bitstream=bitstream)
+        report.notes.extend(build_notes)
     else:
         report, bitstream = _xilinx(board, build_config, out_dir, name, progress, stages,
                                     estimate, synth_only, messages)

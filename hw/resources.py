@@ -37,7 +37,7 @@ from pathlib import Path
 
 __all__ = ["FAMILIES", "DSP_CELLS", "MultiplierEstimate", "SynthesisResult",
            "estimate_multipliers", "array_backend", "synthesize", "yosys_command",
-           "xilinx_synth_commands"]
+           "xilinx_synth_commands", "ecp5_classic_abc_commands"]
 
 #: Families :func:`estimate_multipliers` and :func:`synthesize` know.
 FAMILIES = ("ice40", "xcup", "ecp5", "generic")
@@ -76,19 +76,31 @@ def xilinx_synth_commands(family, top, *, flatten=False):
     ]
 
 
+def ecp5_classic_abc_commands(top, options=""):
+    """Yosys commands of ``synth_ecp5`` with classic ABC in place of ABC9 for LUT mapping.
+
+    ``synth_ecp5`` of Yosys 0.70 always maps LUTs with ABC9, which on some of the
+    accelerator's designs exits without a message or stops on an internal assertion; classic
+    ``abc -lut 4`` maps the same logic (no wide-LUT muxes, no timing-driven mapping). Every
+    other step is the stock flow.
+    """
+    flow = " ".join(part for part in ("synth_ecp5", options, "-top", top) if part)
+    return [
+        f"{flow} -run :map_luts",
+        "techmap -map +/lattice/latches_map.v",
+        "abc -lut 4 -dress",
+        "clean",
+        f"{flow} -run map_cells:",
+    ]
+
+
 # Yosys scripts. YoWASP's ABC9 (which synth_xilinx and synth_ecp5 of Yosys 0.70 always run)
 # exits without a message on these arrays, so their LUT mapping step is replaced by classic
 # ABC with the same LUT library; everything else is the stock flow. synth_ice40's ABC9 works.
 _SYNTH_SCRIPTS = {
     "ice40": ["synth_ice40 -dsp -top top"],
     "xcup": [*xilinx_synth_commands("xcup", "top"), "hierarchy -check"],
-    "ecp5": [
-        "synth_ecp5 -top top -run :map_luts",
-        "techmap -map +/lattice/latches_map.v",
-        "abc -lut 4 -dress",
-        "clean",
-        "synth_ecp5 -top top -run map_cells:",
-    ],
+    "ecp5": ecp5_classic_abc_commands("top"),
     # Word-level only: the multipliers are counted as $mul cells, before anything lowers them.
     "generic": ["hierarchy -top top", "proc", "flatten", "opt -fast"],
 }

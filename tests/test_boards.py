@@ -450,6 +450,36 @@ def test_tool_error_only_in_its_log_file(tmp_path, monkeypatch):
     assert "a bug in yosys, not in the configuration" in message
 
 
+def test_abc9_assertion_falls_back_to_classic_abc(tmp_path, monkeypatch):
+    """ECP5: when ABC9 stops on an internal assertion, synthesis runs again with classic ABC
+    (the script rewritten around the same options), and the build notes say so."""
+    from qaccel.boards.build import Progress, _run_plan_commands
+    from qaccel.hw.resources import ecp5_classic_abc_commands
+
+    # fails like Yosys 0.70's ABC9 unless the script maps LUTs with classic ABC
+    fake = tmp_path / "fake-yosys"
+    error = "Executing ABC9.\nERROR: Assert `a == b' failed in rtlil.cc:3091.\n"
+    fake.write_text(f"#!{sys.executable}\nimport sys\n"
+                    "if 'abc -lut 4' in open(sys.argv[4]).read():\n"
+                    "    sys.exit(0)\n"
+                    f"open(sys.argv[3], 'w').write({error!r})\n"
+                    "sys.exit(1)\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("YOSYS", str(fake))
+    script = "read_rtlil top.il\n    synth_ecp5 -abc9x -top top\ntee -q -o top.stat.json stat\n"
+    (tmp_path / "top.ys").write_text(script)
+    (tmp_path / "build_top.json").write_text(json.dumps(
+        {"commands": [["yosys", "-q", "-l", "top.rpt", "top.ys"]]}))
+    notes, stages, progress = [], [], io.StringIO()
+    _run_plan_commands(tmp_path, "top", Progress(progress), stages, notes=notes)
+    assert [stage["stage"] for stage in stages] == ["yosys", "yosys (classic ABC)"]
+    assert "synthesizing again with classic ABC" in progress.getvalue()
+    assert len(notes) == 1 and "classic ABC" in notes[0]
+    rewritten = (tmp_path / "top.ys").read_text().splitlines()
+    assert rewritten == ["read_rtlil top.il", *ecp5_classic_abc_commands("top", "-abc9x"),
+                         "tee -q -o top.stat.json stat"]
+
+
 def test_xilinx_plan_without_vivado(tmp_path, monkeypatch):
     """KCU105: the Vivado build plan is written and the missing Vivado is said clearly."""
     from qaccel.boards.build import Progress, build
