@@ -359,6 +359,18 @@ class Int8Controller(wiring.Component):
         with m.If(take):
             m.d.sync += [raw_accumulator.eq(accumulator), raw_address.eq(element_address),
                          raw_final.eq(final)]
+        # The sum is registered before the OUTPUTS write: the bias comes straight from the
+        # PARAMS block RAM's output, and its 32-bit adder into the write data was the ULX3S
+        # top's critical path. The data registers load every cycle and have no reset
+        # (sum_valid says when they matter): with a reset or an enable on them, Yosys 0.70's
+        # ABC9 stops on an internal assertion when synthesizing the ULX3S top.
+        sum_valid = Signal()
+        sum_value = Signal(32, reset_less=True)
+        sum_address = Signal(aw, reset_less=True)
+        sum_final = Signal(reset_less=True)
+        m.d.sync += sum_valid.eq(raw_valid)
+        m.d.sync += [sum_value.eq(raw_accumulator + self.params_rd_data),
+                     sum_address.eq(raw_address), sum_final.eq(raw_final)]
 
         # ---- requantized path ----------------------------------------------------------------
         rq_in = requant.i.payload
@@ -372,12 +384,12 @@ class Int8Controller(wiring.Component):
         ]
         rq_out = requant.o.payload
 
-        with m.If(raw_valid):
+        with m.If(sum_valid):
             m.d.comb += [
-                self.outputs_wr_addr.eq(raw_address >> 2),
-                self.outputs_wr_data.eq((raw_accumulator + self.params_rd_data)[:32]),
+                self.outputs_wr_addr.eq(sum_address >> 2),
+                self.outputs_wr_data.eq(sum_value),
                 self.outputs_wr_en.eq(0b1111),
-                self.done.eq(raw_final),
+                self.done.eq(sum_final),
             ]
         with m.Elif(requant.o.valid):
             m.d.comb += [
