@@ -33,6 +33,7 @@ from qaccel.hw.dual_mac import sb_mac16_simulation_source
 from qaccel.hw.resources import array_backend, estimate_multipliers, synthesize
 from qaccel.hw.systolic import SystolicArray
 from qaccel.sim import cache_dir, run_cocotb
+from qaccel.sim.tb.systolic import array_params
 
 FAMILIES = ("ice40", "xcup", "ecp5")
 
@@ -62,18 +63,7 @@ def simulate(rows, cols, family, packed, k):
         extra.append(sb_mac16_simulation_source(cache_dir() / "vendor"))
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        params = {
-            "rows": rows, "cols": cols,
-            "k_offset": array.cmd_layout["k"].offset,
-            "m_offset": array.cmd_layout["m"].offset,
-            "n_offset": array.cmd_layout["n"].offset,
-            "row_offset": array.out_layout["row"].offset,
-            "last_offset": array.out_layout["last"].offset,
-            "latency": array.latency,
-            "tile_spacing": array.tile_spacing,
-            "throughput_k": k,
-            "report": str(report),
-        }
+        params = array_params(array, throughput_k=k, report=str(report))
         run_cocotb(array, toplevel=f"systolic_{rows}x{cols}_{key}",
                    test_module="qaccel.sim.tb.systolic", testcase="throughput",
                    params=params, extra_sources=extra)

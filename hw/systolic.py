@@ -22,11 +22,16 @@ requantizer. Every product is split out of the DSP and accumulated in fabric: K 
 so int32 accumulators are needed anyway, and in-DSP accumulation of the packed pair would have
 to stop every 7 products (the guard-bit limit of the 18-bit low field).
 
-Control tags ``first`` (clear the accumulator), ``last`` (copy the total to the PE's hold
-register) and ``end`` (last row of the tile) travel along each row, delayed by the multiplier
-latency, in step with the products. When ``last`` leaves row ``i``, the row's hold registers
-are complete and the row is emitted as one output transfer. The hold registers let the next
-tile start accumulating while the previous one drains.
+Control tags ``first`` (clear the accumulator), ``last`` (the tile's last step) and ``end``
+(last row of the tile) travel along each row, delayed by the multiplier latency, in step with
+the products. When ``last`` leaves row ``i``, the row's accumulators hold the tile's totals
+and the row is emitted as one output transfer, read from the accumulators themselves.
+
+Accumulators are as wide as ``max_k`` needs and no wider: ``K`` products of int8 operands lie
+in ``[-16256 K, 16384 K]``, so ``(16384 * max_k).bit_length() + 1`` bits never wrap (32 at
+the default ``max_k``) and the output lanes are their sign extension, bit-exact with the
+golden model's int32 sums. A build whose buffers bound K (the accelerator top's) saves the
+upper bits of every accumulator.
 
 Flow control
 ------------
@@ -36,8 +41,11 @@ through a :class:`~qaccel.hw.skid.SkidBuffer`, so that enable is a function of r
 of ``o.ready``. When the activation or weight stream has no data the array does not stop: it
 injects a bubble (zero operands, no tags), so tiles in flight keep draining. Consecutive
 tiles' ``last`` steps are spaced at least ``tile_spacing = max(groups, rows)`` cycles apart
-(bubbles are inserted when a tile has fewer steps) so that a row's hold registers are read
-before the next tile overwrites them and two tiles' rows never finish in the same cycle.
+(bubbles are inserted when a tile has fewer steps) so that two tiles' rows never finish in
+the same cycle, and a tile's first step follows the previous tile's last step by at least
+``groups`` cycles (``groups - 1`` bubbles), so that a row's accumulators are read before the
+next tile clears them. (Hold registers would avoid those bubbles at the cost of a second
+``rows x cols x 32`` bits of registers, which is what keeps the array out of small FPGAs.)
 
 Streams
 -------
@@ -167,6 +175,11 @@ class SystolicArray(wiring.Component):
     # -- cycle model ---------------------------------------------------------------------
 
     @property
+    def accumulator_width(self):
+        """Bits of each accumulator: the narrowest that no ``max_k`` int8 products can wrap."""
+        return (16384 * self.max_k).bit_length() + 1
+
+    @property
     def pes(self):
         """MAC lanes (``rows * cols``): the products computed per cycle at full rate."""
         return self.rows * self.cols
@@ -190,7 +203,7 @@ class SystolicArray(wiring.Component):
 
     def cycles_per_tile(self, k):
         """Cycles per tile in steady state (back-to-back commands, no stalls)."""
-        return max(k, 1, self.tile_spacing)
+        return max(max(k, 1) + len(self.groups) - 1, self.tile_spacing)
 
     # -- gateware ------------------------------------------------------------------------
 
@@ -208,8 +221,22 @@ class SystolicArray(wiring.Component):
         n_groups = len(groups)
         group_of = {lane: p for p, group in enumerate(groups) for lane in group}
 
-        m.submodules.out_skid = skid = SkidBuffer(self.out_layout)
-        wiring.connect(m, wiring.flipped(self.o), skid.o)
+        # The skid carries the accumulators' width; the output lanes sign-extend it.
+        acc_shape = signed(self.accumulator_width)
+        skid_layout = data.StructLayout({
+            "data": data.ArrayLayout(acc_shape, cols),
+            "row": self.out_layout["row"].shape,
+            "last": 1,
+        })
+        m.submodules.out_skid = skid = SkidBuffer(skid_layout)
+        m.d.comb += [
+            self.o.valid.eq(skid.o.valid),
+            skid.o.ready.eq(self.o.ready),
+            self.o.payload.row.eq(skid.o.payload.row),
+            self.o.payload.last.eq(skid.o.payload.last),
+        ]
+        for j in range(cols):
+            m.d.comb += self.o.payload.data[j].eq(skid.o.payload.data[j])
 
         row_done = Signal(rows)   # row i's results are in its hold registers
         row_end = Signal(rows)    # ... and it is the tile's last row
@@ -237,13 +264,15 @@ class SystolicArray(wiring.Component):
         end_mask = Signal(rows)
         col_mask = Signal(cols)
         since_last = Signal(range(spacing + 1), init=spacing)
-        # Registered forms of `zero_k | remaining == 1` and `since_last >= spacing`: `go`
-        # drives the operand injection and the tags, so its inputs are kept to single bits.
+        # Registered forms of `zero_k | remaining == 1`, `since_last >= spacing` and
+        # `since_last >= groups`: `go` drives the operand injection and the tags, so its inputs
+        # are kept to single bits.
         is_last = Signal()
         spacing_met = Signal(init=1)
+        drained = Signal(init=1)   # a first step may clear the accumulators
 
         step_data = zero_k | (self.a.valid & self.w.valid)
-        spaced = ~is_last | spacing_met
+        spaced = (~is_last | spacing_met) & (~first | drained)
         go = Signal()
         finishing = Signal()
         m.d.comb += [
@@ -251,7 +280,8 @@ class SystolicArray(wiring.Component):
             finishing.eq(go & is_last),
             self.a.ready.eq(go & ~zero_k),
             self.w.ready.eq(go & ~zero_k),
-            # the next command is taken in the cycle of the last step: no bubble between tiles
+            # the next command is taken in the cycle of the last step; its first step waits
+            # for `drained`
             self.cmd.ready.eq(enable & (~busy | finishing)),
         ]
 
@@ -265,10 +295,12 @@ class SystolicArray(wiring.Component):
                 with m.If(is_last):
                     m.d.sync += busy.eq(0)
             with m.If(finishing):
-                m.d.sync += [since_last.eq(1), spacing_met.eq(spacing <= 1)]
+                m.d.sync += [since_last.eq(1), spacing_met.eq(spacing <= 1),
+                             drained.eq(n_groups <= 1)]
             with m.Elif(since_last < spacing):
                 m.d.sync += [since_last.eq(since_last + 1),
-                             spacing_met.eq(since_last + 1 >= spacing)]
+                             spacing_met.eq(since_last + 1 >= spacing),
+                             drained.eq(since_last + 1 >= n_groups)]
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [
                 busy.eq(1),
@@ -323,7 +355,7 @@ class SystolicArray(wiring.Component):
             tag_at.append(chain)
 
         # ---- processing elements ----
-        hold = [[None] * cols for _ in range(rows)]
+        accumulators = [[None] * cols for _ in range(rows)]
         for i in range(rows):
             for p, group in enumerate(groups):
                 unit = self._unit(group)
@@ -339,25 +371,22 @@ class SystolicArray(wiring.Component):
                         m.d.comb += unit.b.eq(0)
                 tags = tag_at[i][p]
                 for lane, product in zip(group, products):
-                    acc = Signal(signed(32), name=f"acc_{i}_{lane}", reset_less=True)
-                    held = Signal(signed(32), name=f"hold_{i}_{lane}", reset_less=True)
-                    total = Signal(signed(32), name=f"total_{i}_{lane}")
-                    m.d.comb += total.eq(Mux(tags.first, 0, acc) + product)
+                    acc = Signal(acc_shape, name=f"acc_{i}_{lane}", reset_less=True)
                     with m.If(enable):
-                        m.d.sync += acc.eq(total)
-                        with m.If(tags.last):
-                            m.d.sync += held.eq(total)
-                    hold[i][lane] = held
+                        m.d.sync += acc.eq(Mux(tags.first, 0, acc) + product)
+                    accumulators[i][lane] = acc
             with m.If(enable):
                 m.d.sync += [row_done[i].eq(tag_at[i][-1].last),
                              row_end[i].eq(tag_at[i][-1].end)]
 
-        # ---- output: the finished row (at most one at a time, by the tile spacing) ----
+        # ---- output: the finished row (at most one at a time, by the tile spacing), read
+        # from its accumulators: bubbles add zero products to them until the next tile's
+        # first step, which comes late enough (`drained`) ----
         out = skid.i.payload
         m.d.comb += skid.i.valid.eq(out_valid)
         for j in range(cols):
             m.d.comb += out.data[j].eq(functools.reduce(
-                operator.or_, [Mux(row_done[i], hold[i][j], 0) for i in range(rows)]))
+                operator.or_, [Mux(row_done[i], accumulators[i][j], 0) for i in range(rows)]))
         m.d.comb += [
             out.row.eq(functools.reduce(
                 operator.or_, [Mux(row_done[i], i, 0) for i in range(rows)])),

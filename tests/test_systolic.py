@@ -8,34 +8,18 @@ import pytest
 from qaccel.hw.dual_mac import sb_mac16_simulation_source
 from qaccel.hw.systolic import SystolicArray
 from qaccel.sim import cache_dir, run_cocotb
+from qaccel.sim.tb.systolic import array_params
 
 # Few builds, chosen to cover: 2x2, 4x4 and non-square sizes; every packed backend model
 # (generic multipliers, Yosys' SB_MAC16, the DSP48E2 model); an odd column count (half a
 # DSP48E2 for the unpaired column); and the unpacked array.
 CONFIGS = [
-    pytest.param(2, 2, "generic", True, id="2x2-generic"),
-    pytest.param(4, 4, "ice40", True, id="4x4-ice40"),
-    pytest.param(3, 5, "dsp48e2", True, id="3x5-dsp48e2"),
-    pytest.param(2, 3, "generic", False, id="2x3-unpacked"),
+    pytest.param(2, 2, "generic", True, 131071, id="2x2-generic"),
+    # max_k as in the accelerator top with 2 KiB buffers: 27-bit accumulators
+    pytest.param(4, 4, "ice40", True, 4095, id="4x4-ice40-k4095"),
+    pytest.param(3, 5, "dsp48e2", True, 131071, id="3x5-dsp48e2"),
+    pytest.param(2, 3, "generic", False, 131071, id="2x3-unpacked"),
 ]
-
-
-def array_params(array, **extra):
-    """Everything the testbench needs to know about ``array`` (field offsets, cycle model)."""
-    out = array.out_layout
-    params = {
-        "rows": array.rows,
-        "cols": array.cols,
-        "k_offset": array.cmd_layout["k"].offset,
-        "m_offset": array.cmd_layout["m"].offset,
-        "n_offset": array.cmd_layout["n"].offset,
-        "row_offset": out["row"].offset,
-        "last_offset": out["last"].offset,
-        "latency": array.latency,
-        "tile_spacing": array.tile_spacing,
-    }
-    params.update(extra)
-    return params
 
 
 def run_array(array, **kwargs):
@@ -49,9 +33,9 @@ def run_array(array, **kwargs):
                       params=params, extra_sources=extra, **kwargs)
 
 
-@pytest.mark.parametrize("rows,cols,backend,packed", CONFIGS)
-def test_systolic_array(rows, cols, backend, packed):
-    array = SystolicArray(rows, cols, backend=backend, packed=packed)
+@pytest.mark.parametrize("rows,cols,backend,packed,max_k", CONFIGS)
+def test_systolic_array(rows, cols, backend, packed, max_k):
+    array = SystolicArray(rows, cols, backend=backend, packed=packed, max_k=max_k)
     assert run_array(array) == 5
 
 
@@ -62,7 +46,13 @@ def test_cycle_model():
     # skew/hops (2 groups) + DSP48E2 pipeline (4) + accumulate/row-done (1) + output skid (1)
     assert array.latency == 8
     assert array.tile_cycles(64) == 64 + 8 + 3
-    assert array.cycles_per_tile(64) == 64 and array.cycles_per_tile(1) == 4
+    # a first step waits groups - 1 = 1 cycle after the last step; last steps tile_spacing apart
+    assert array.cycles_per_tile(64) == 65 and array.cycles_per_tile(1) == 4
+    assert array.cycles_per_tile(3) == 4 and array.cycles_per_tile(4) == 5
+    assert array.accumulator_width == 32
+    # 4095 * 16384 < 2**26: 27 bits; K = 1 products fit 16
+    assert SystolicArray(4, 4, max_k=4095).accumulator_width == 27
+    assert SystolicArray(2, 2, max_k=1).accumulator_width == 16
     odd = SystolicArray(3, 5, backend="ice40")
     assert odd.groups == [[0, 1], [2, 3], [4]] and odd.tile_spacing == 3
     unpacked = SystolicArray(2, 3, packed=False)

@@ -8,7 +8,7 @@ output rows are compared, payload bit for bit, with the golden result (inactive 
 
 Parameters (``tb.params``): ``rows``, ``cols``, the payload field offsets (``k_offset``,
 ``m_offset``, ``n_offset``, ``row_offset``, ``last_offset``), the cycle model (``latency``,
-``tile_spacing``) and optionally ``report`` (a JSON file the throughput test writes its
+``tile_spacing``, ``groups``), ``max_k`` (which sets the accumulators' width) and optionally ``report`` (a JSON file the throughput test writes its
 measurements to, for ``bench/dsp_packing.py``) and ``throughput_k``.
 """
 
@@ -25,6 +25,26 @@ from qaccel.sim.tbkit import TB, CycleBudgetExceeded, signed
 from qaccel.sw import golden
 
 CORNERS = np.array([-128, -127, -1, 0, 1, 127], dtype=np.int8)
+
+
+def array_params(array, **extra):
+    """Everything the testbench needs to know about ``array`` (field offsets, cycle model)."""
+    out = array.out_layout
+    params = {
+        "rows": array.rows,
+        "cols": array.cols,
+        "k_offset": array.cmd_layout["k"].offset,
+        "m_offset": array.cmd_layout["m"].offset,
+        "n_offset": array.cmd_layout["n"].offset,
+        "row_offset": out["row"].offset,
+        "last_offset": out["last"].offset,
+        "latency": array.latency,
+        "tile_spacing": array.tile_spacing,
+        "groups": len(array.groups),
+        "max_k": array.max_k,
+    }
+    params.update(extra)
+    return params
 
 
 @dataclass
@@ -141,7 +161,8 @@ class ArrayTB(TB):
 
     def budget(self, tiles, slowdown=1):
         p = self.params
-        work = sum(max(t.k, 1, p["tile_spacing"]) + p["latency"] + t.m for t in tiles)
+        work = sum(max(t.k, 1) + p["groups"] + p["tile_spacing"] + p["latency"] + t.m
+                   for t in tiles)
         return 100 + slowdown * work
 
 
@@ -165,9 +186,13 @@ async def corner_tiles(dut):
         tb.random_tile(0, 1, cols),
         tb.random_tile(13, max(1, rows - 1), max(1, cols - 1)),
         # 2100 * 2**14 > 2**25: the accumulators' upper bits
-        tb.random_tile(2100, rows, cols, values=(-128, -128)),
+        tb.random_tile(min(2100, tb.params["max_k"]), rows, cols, values=(-128, -128)),
         tb.random_tile(1, rows, cols, corner_share=1.0),
     ]
+    if tb.params["max_k"] <= 8191:
+        # the largest sums a narrow accumulator must hold, both signs, at K = max_k
+        tiles.append(tb.random_tile(tb.params["max_k"], rows, cols, values=(-128, -128)))
+        tiles.append(tb.random_tile(tb.params["max_k"], rows, cols, values=(-128, 127)))
     for tile in tiles:
         tb.send(tile)
     # m = 0 and n = 0 in the command mean the full array
@@ -237,7 +262,9 @@ async def throughput(dut):
         tb.send(t)
     await tb.check_all(tb.budget(tiles))
     stream_cycles = tb.out_times[-1] - tb.cmd_times[start]
-    stream_model = count * max(k, p["tile_spacing"]) + p["latency"] + rows - 1
+    per_tile = max(k + p["groups"] - 1, p["tile_spacing"])   # SystolicArray.cycles_per_tile
+    # the first tile's steps start at its command; each later tile adds per_tile
+    stream_model = k + (count - 1) * per_tile + p["latency"] + rows - 1
     assert stream_cycles == stream_model, f"{count} tiles: {stream_cycles} cycles, model {stream_model}"
     utilization = count * k * rows * cols / (rows * cols * stream_cycles)
     if k >= 64:
