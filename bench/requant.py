@@ -1,6 +1,7 @@
 """Cost of the requantization pipeline (qaccel.hw.requant) after synthesis with Yosys.
 
-Run with ``python bench/requant.py``. For each multiplier setting (``mult_cycles``) the block
+Run with ``python bench/requant.py``. For each multiplier setting (``mult_cycles``, and
+``serial`` for :class:`qaccel.hw.requant_serial.SerialRequantizer`) the block
 is synthesized alone with YoWASP Yosys three ways -- ``synth_ice40`` (no DSP inference, what
 the iCE40 UP5K build uses since its SB_MAC16 belong to the array), ``synth_ice40 -dsp`` and
 ``synth_ecp5`` -- and the table lists logic, carry, flip-flop, DSP and block-RAM cells, with
@@ -34,6 +35,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from qaccel.hw.requant import MULT_CYCLES, Requantizer
+from qaccel.hw.requant_serial import SerialRequantizer
 from qaccel.sim.harness import cache_dir
 from qaccel.sim.tools import find_program
 
@@ -60,11 +62,33 @@ PNR = {
 }
 
 
+#: The setting name of the serial requantizer.
+SERIAL = "serial"
+
+
+def make_design(channels, mult_cycles):
+    if mult_cycles == SERIAL:
+        return SerialRequantizer(channels)
+    return Requantizer(channels, mult_cycles=mult_cycles)
+
+
+def timing(mult_cycles):
+    """``(cycles per result, latency)`` as printed: ranges for the serial requantizer."""
+    if mult_cycles == SERIAL:
+        low, high = SerialRequantizer.timing(0), SerialRequantizer.timing(30)
+        return f"{low[0]}-{high[0]}", f"{low[1]}-{high[1]}"
+    return Requantizer.timing(mult_cycles)
+
+
+def setting(text):
+    return text if text == SERIAL else int(text)
+
+
 class Harness(wiring.Component):
     """The block with two pins: an LFSR drives its inputs, its outputs are XOR-reduced."""
 
     def __init__(self, channels, mult_cycles):
-        self._dut = Requantizer(channels, mult_cycles=mult_cycles)
+        self._dut = make_design(channels, mult_cycles)
         super().__init__({"seed": In(1), "out": Out(1)})
 
     def elaborate(self, platform):
@@ -107,7 +131,7 @@ def synthesize(mult_cycles, flow, channels):
     """Yosys cell counts of one configuration, as a dict cell type -> count."""
     work = _workdir(f"c{mult_cycles}")
     try:
-        design = Requantizer(channels, mult_cycles=mult_cycles)
+        design = make_design(channels, mult_cycles)
         (work / "requant.il").write_text(rtlil.convert(design, name="requant"))
         # `tee -o`: YoWASP's linked ABC closes stdout, so `stat` output there would be lost.
         script = f"read_rtlil requant.il; {FLOWS[flow]}; tee -q -o stat.txt stat"
@@ -152,8 +176,10 @@ def column(cells, pattern):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cycles", type=int, nargs="*", default=list(MULT_CYCLES),
-                        help=f"mult_cycles settings (default: all of {MULT_CYCLES})")
+    parser.add_argument("--cycles", type=setting, nargs="*",
+                        default=[*MULT_CYCLES, SERIAL],
+                        help=f"mult_cycles settings or 'serial' (default: all of "
+                             f"{MULT_CYCLES} and serial)")
     parser.add_argument("--channels", type=int, default=16,
                         help="output channels held on chip (default 16)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel Yosys runs")
@@ -164,18 +190,19 @@ def main(argv=None):
     with ThreadPoolExecutor(args.jobs) as pool:
         results = dict(zip(jobs, pool.map(lambda job: synthesize(*job, args.channels), jobs)))
 
-    print(f"Requantizer({args.channels}, mult_cycles=c): cells after Yosys synthesis")
+    print(f"Requantizer({args.channels}, mult_cycles=c) and SerialRequantizer({args.channels}): "
+          f"cells after Yosys synthesis")
     for flow in FLOWS:
         names = [name for name, _ in COLUMNS[flow]]
         print(f"\n{flow} ({FLOWS[flow]})")
-        header = f"{'c':>3} {'cycles/result':>13} {'latency':>7} " + \
+        header = f"{'c':>6} {'cycles/result':>13} {'latency':>7} " + \
             " ".join(f"{name:>8}" for name in names)
         print(header)
         print("-" * len(header))
         for c in args.cycles:
-            per_result, latency = Requantizer.timing(c)
+            per_result, latency = timing(c)
             counts = [column(results[c, flow], pattern) for _, pattern in COLUMNS[flow]]
-            print(f"{c:>3} {per_result:>13} {latency:>7} " +
+            print(f"{c:>6} {per_result:>13} {latency:>7} " +
                   " ".join(f"{n:>8}" for n in counts))
 
     if args.fmax:
@@ -184,12 +211,12 @@ def main(argv=None):
             placed = dict(zip(jobs, pool.map(
                 lambda job: place_and_route(*job, args.channels), jobs)))
         print("\nPlaced and routed in the LFSR harness (nextpnr, seed 1; harness included)")
-        header = f"{'c':>3} {'UP5K MHz':>9} {'UP5K LCs':>9} {'ECP5 MHz':>9} {'ECP5 LUTs':>10}"
+        header = f"{'c':>6} {'UP5K MHz':>9} {'UP5K LCs':>9} {'ECP5 MHz':>9} {'ECP5 LUTs':>10}"
         print(header)
         print("-" * len(header))
         for c in args.cycles:
             (f_ice, lc_ice), (f_ecp, lc_ecp) = placed[c, "ice40"], placed[c, "ecp5"]
-            print(f"{c:>3} {f_ice:>9.1f} {lc_ice:>9} {f_ecp:>9.1f} {lc_ecp:>10}")
+            print(f"{c:>6} {f_ice:>9.1f} {lc_ice:>9} {f_ecp:>9.1f} {lc_ecp:>10}")
 
 
 if __name__ == "__main__":

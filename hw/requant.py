@@ -101,6 +101,57 @@ def _add_with_carry_in(a, b, carry_in):
     return total[1:].as_signed()
 
 
+def _narrow(m, u, name):
+    """``u`` (signed) saturated to ``_NARROW_BITS`` bits: the clamp to int8 after adding a
+    zero point of at most 128 in magnitude gives the same result from either."""
+    high = u[_NARROW_BITS - 1:]  # all copies of the sign iff u fits the narrow range
+    narrow_max = (1 << (_NARROW_BITS - 1)) - 1
+    narrowed = Signal(signed(_NARROW_BITS), name=name)
+    m.d.comb += narrowed.eq(Mux(high.all() | ~high.any(), u[:_NARROW_BITS],
+                                Mux(u[-1], Const(-narrow_max - 1, signed(_NARROW_BITS)),
+                                    Const(narrow_max, signed(_NARROW_BITS)))))
+    return narrowed
+
+
+def _output_value(m, u, rounding, zp_out, act_min, act_max):
+    """``clamp(z + zp_out, act_min, act_max)`` from the narrowed ``u`` (module docstring).
+
+    With rounding ``z = (u + 1) >> 1``, so ``z + zp_out = (u + 1 + 2 * zp_out) >> 1``: one
+    adder for both."""
+    with_zero_point = Signal(signed(_NARROW_BITS + 2))
+    m.d.comb += with_zero_point.eq(
+        u + Mux(rounding, Cat(Const(1, 1), zp_out).as_signed(), zp_out))
+    result = Signal(signed(_NARROW_BITS + 1))
+    m.d.comb += result.eq(Mux(rounding, with_zero_point >> 1, with_zero_point))
+    return Mux(result < act_min, act_min, Mux(result > act_max, act_max, result[:8]))
+
+
+def _parameter_memory(m, param, channels):
+    """The per-channel parameter memory, written from the ``param`` stream (always ready).
+
+    Returns ``(read_addr, read_data, read_en)`` of its registered read port (the data holds
+    while ``read_en`` is low). Synchronous, not transparent (see the ``param`` docs of
+    :class:`Requantizer`): the Int8Controller writes the parameters of one column tile while
+    the other half of the memory is read, so a same-address collision needs no logic (see
+    qaccel.hw.ram).
+    """
+    entry = data.StructLayout({"bias": signed(32), "m0": unsigned(31), "shift": signed(6)})
+    m.submodules.params = params = Memory(shape=entry, depth=channels, init=[],
+                                          attrs=NO_RW_CHECK)
+    write = params.write_port()
+    read_en = Signal()
+    read_addr, read_data = registered_read_port(m, params, "params_rd", read_en)
+    m.d.comb += [
+        param.ready.eq(1),
+        write.en.eq(param.valid),
+        write.addr.eq(param.payload.channel),
+        write.data.bias.eq(param.payload.bias),
+        write.data.m0.eq(param.payload.m0),
+        write.data.shift.eq(param.payload.shift),
+    ]
+    return read_addr, read_data, read_en
+
+
 def _check_channels(channels):
     if isinstance(channels, bool) or not isinstance(channels, int):
         raise TypeError(f"Channel count must be an integer, not {channels!r}")
@@ -253,24 +304,7 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
-        # ---- parameter memory ------------------------------------------------------------
-        entry = data.StructLayout({"bias": signed(32), "m0": unsigned(31), "shift": signed(6)})
-        # Synchronous, not transparent (see the `param` docs). The Int8Controller writes the
-        # parameters of one column tile while the other half of the memory is read, so a
-        # same-address collision needs no logic (see qaccel.hw.ram).
-        m.submodules.params = params = Memory(shape=entry, depth=self._channels, init=[],
-                                              attrs=NO_RW_CHECK)
-        write = params.write_port()
-        read_en = Signal()
-        read_addr, read_data = registered_read_port(m, params, "params_rd", read_en)
-        m.d.comb += [
-            self.param.ready.eq(1),
-            write.en.eq(self.param.valid),
-            write.addr.eq(self.param.payload.channel),
-            write.data.bias.eq(self.param.payload.bias),
-            write.data.m0.eq(self.param.payload.m0),
-            write.data.shift.eq(self.param.payload.shift),
-        ]
+        read_addr, read_data, read_en = _parameter_memory(m, self.param, self._channels)
 
         # Each stage k has valid[k]; it takes a new item (or a bubble) when it is empty or
         # its item moves on in this cycle. `ready` is combinational from the output back.
@@ -388,11 +422,7 @@ class Requantizer(wiring.Component):
         m.d.comb += s3_load.eq(~s3_valid | s4_load)
         u = Signal(signed(32))
         m.d.comb += u.eq(s3_y >> s3_right_m1)
-        high = u[_NARROW_BITS - 1:]  # all copies of the sign iff u fits the narrow range
-        narrow_max = (1 << (_NARROW_BITS - 1)) - 1
-        u_narrow = Mux(high.all() | ~high.any(), u[:_NARROW_BITS],
-                       Mux(u[-1], Const(-narrow_max - 1, signed(_NARROW_BITS)),
-                           Const(narrow_max, signed(_NARROW_BITS))))
+        u_narrow = _narrow(m, u, "u_narrow")
         with m.If(s4_load):
             m.d.sync += [
                 s4_valid.eq(s3_valid),
@@ -402,20 +432,12 @@ class Requantizer(wiring.Component):
             ]
 
         # ---- S5: value = clamp(z + zp_out, act_min, act_max) -> o ------------------------
-        # With rounding z = (u + 1) >> 1, so z + zp_out = (u + 1 + 2 * zp_out) >> 1: one
-        # adder for both.
         s5_load = Signal()
         m.d.comb += [
             s4_load.eq(~s4_valid | s5_load),
             s5_load.eq(~self.o.valid | self.o.ready),
         ]
-        with_zero_point = Signal(signed(_NARROW_BITS + 2))
-        m.d.comb += with_zero_point.eq(
-            s4_u + Mux(s4_rounding, Cat(Const(1, 1), self.zp_out).as_signed(), self.zp_out))
-        result = Signal(signed(_NARROW_BITS + 1))
-        m.d.comb += result.eq(Mux(s4_rounding, with_zero_point >> 1, with_zero_point))
-        clamped = Mux(result < self.act_min, self.act_min,
-                      Mux(result > self.act_max, self.act_max, result[:8]))
+        clamped = _output_value(m, s4_u, s4_rounding, self.zp_out, self.act_min, self.act_max)
         with m.If(s5_load):
             m.d.sync += [
                 self.o.valid.eq(s4_valid),

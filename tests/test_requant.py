@@ -14,6 +14,7 @@ from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from qaccel.hw.requant import MULT_CYCLES, Requantizer, requant_layouts
+from qaccel.hw.requant_serial import SerialRequantizer
 from qaccel.sim import run_cocotb
 from qaccel.sw import golden
 
@@ -102,11 +103,12 @@ def _amaranth_run(dut, bias, m0, shift, acc, chans, layer, rng):
     return results
 
 
-@pytest.mark.parametrize("mult_cycles", [2, 4, 16])
+@pytest.mark.parametrize("mult_cycles", [2, 4, 16, "serial"])
 def test_other_multiplier_widths_in_amaranth_sim(mult_cycles):
-    rng = np.random.default_rng(mult_cycles)
+    rng = np.random.default_rng(99 if mult_cycles == "serial" else mult_cycles)
     channels = 3
-    dut = Requantizer(channels, mult_cycles=mult_cycles)
+    dut = (SerialRequantizer(channels) if mult_cycles == "serial"
+           else Requantizer(channels, mult_cycles=mult_cycles))
     m0, shift = golden.quantize_multiplier(np.exp(rng.uniform(np.log(1e-6), np.log(10), 3)))
     m0 = np.append(np.asarray(m0, dtype=np.int64)[:1], [2**31 - 1, 2**30])
     shift = np.append(np.asarray(shift, dtype=np.int64)[:1], [golden.SHIFT_MAX, -17])
@@ -123,11 +125,15 @@ def test_other_multiplier_widths_in_amaranth_sim(mult_cycles):
     assert got == list(want)
 
 
-@pytest.mark.parametrize("channels, mult_cycles, tag_width", [(6, 8, 3), (4, 1, 0)],
-                         ids=["iterative8", "parallel"])
+@pytest.mark.parametrize("channels, mult_cycles, tag_width",
+                         [(6, 8, 3), (4, 1, 0), (8, "serial", 11)],
+                         ids=["iterative8", "parallel", "serial"])
 def test_requantizer_cocotb(channels, mult_cycles, tag_width):
+    if mult_cycles == "serial":
+        design = SerialRequantizer(channels, tag_width=tag_width)
+    else:
+        design = Requantizer(channels, mult_cycles=mult_cycles, tag_width=tag_width)
     tests = run_cocotb(
-        Requantizer(channels, mult_cycles=mult_cycles, tag_width=tag_width),
-        toplevel=f"requant_c{mult_cycles}", test_module=TESTBENCH,
+        design, toplevel=f"requant_c{mult_cycles}", test_module=TESTBENCH,
         params={"channels": channels, "mult_cycles": mult_cycles, "tag_width": tag_width})
     assert tests == COCOTB_TESTS

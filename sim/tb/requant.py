@@ -1,4 +1,5 @@
-"""Testbench of :class:`qaccel.hw.requant.Requantizer` against ``golden.requantize``.
+"""Testbench of :class:`qaccel.hw.requant.Requantizer` and
+:class:`qaccel.hw.requant_serial.SerialRequantizer` against ``golden.requantize``.
 
 Every result is compared bit for bit with
 ``golden.requantize(wrap32(acc + bias), m0, shift, zp_out, act_min, act_max)``. The expected
@@ -7,7 +8,8 @@ every transfer on ``i`` and on ``param`` with its clock cycle, and an accumulato
 last parameters written to its channel in a transfer *before* the one that accepted it (the
 documented rule). So the tests may write parameters at any time, even while traffic flows.
 
-``params`` (from the pytest wrapper): ``channels``, ``mult_cycles``, ``tag_width``.
+``params`` (from the pytest wrapper): ``channels``, ``mult_cycles`` (``"serial"`` for the
+serial requantizer), ``tag_width``.
 """
 
 import cocotb
@@ -16,6 +18,7 @@ from amaranth import Shape
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from qaccel.hw.requant import Requantizer, requant_layouts
+from qaccel.hw.requant_serial import SerialRequantizer
 from qaccel.sim.streams import StreamMonitor, StreamSink, StreamSource, periodic_pause, \
     random_pause
 from qaccel.sim.tbkit import TB, signed
@@ -102,7 +105,13 @@ class Design:
         self.tag_width = tag_width
         self.input_layout, self.param_layout, self.output_layout = \
             requant_layouts(channels, tag_width)
-        self.cycles_per_result, self.latency = Requantizer.timing(mult_cycles)
+        self.serial = mult_cycles == "serial"
+        if self.serial:   # the largest values, for budgets; timing(shift) is exact
+            self.timing = SerialRequantizer.timing
+            self.cycles_per_result = max(self.timing(30)[0], self.timing(-31)[0])
+            self.latency = max(self.timing(30)[1], self.timing(-31)[1])
+        else:
+            self.cycles_per_result, self.latency = Requantizer.timing(mult_cycles)
 
 
 # ---- the testbench ------------------------------------------------------------------------
@@ -246,6 +255,7 @@ class RequantTB(TB):
 async def random_setup(tb):
     m0, shift = random_multipliers(tb.rng, tb.channels)
     await tb.write_all_params(random_biases(tb.rng, tb.channels), m0, shift)
+    return shift
 
 
 # ---- tests --------------------------------------------------------------------------------
@@ -396,17 +406,28 @@ async def params_written_during_traffic(dut):
 @cocotb.test()
 async def throughput_and_latency(dut):
     """Without pauses one result leaves every `cycles_per_result` cycles, and the first
-    one `latency` cycles after its accumulator was accepted (both as documented)."""
+    one `latency` cycles after its accumulator was accepted (both as documented; for the
+    serial requantizer, per item from its channel's shift)."""
     tb = RequantTB(dut)
     out_cycles = []
     monitor = StreamMonitor(dut, "o", tb.clock, callback=lambda _: out_cycles.append(tb.cycle))
     await tb.start()
-    await random_setup(tb)
+    shift = await random_setup(tb)
     count = 64
     first_input = len(tb.inputs)
-    tb.send(random_accumulators(tb.rng, count), tb.rng.integers(0, tb.channels, count))
+    channels = tb.rng.integers(0, tb.channels, count)
+    tb.send(random_accumulators(tb.rng, count), channels)
     await tb.check(budget=count * tb.design.cycles_per_result + tb.design.latency + 10)
     in_cycles = [cycle for cycle, _, _ in tb.inputs[first_input:]]
+    if tb.design.serial:
+        timing = [tb.design.timing(int(shift[ch])) for ch in channels]
+        latencies = [out - inp for out, inp in zip(out_cycles, in_cycles)]
+        assert latencies == [lat for _, lat in timing], latencies
+        assert list(np.diff(in_cycles)) == [per for per, _ in timing[:-1]]
+        tb.log.info("cycles per result %.1f on average (%d to %d)",
+                    np.mean(np.diff(in_cycles)), min(timing)[0], max(timing)[0])
+        monitor.check()
+        return
     intervals = set(np.diff(out_cycles))
     latency = out_cycles[0] - in_cycles[0]
     per_result = (out_cycles[-1] - out_cycles[0]) / (count - 1)
