@@ -29,7 +29,9 @@ class ICEBreaker(Board):
                                  weights_bytes=2048, activations_bytes=2048,
                                  params_bytes=1024, outputs_bytes=2048,
                                  options={"binary_max_k": 512, "binary_max_n": 32,
-                                          "counter_width": 32})
+                                          "counter_width": 32,
+                                          # the INT8 engine's smallest form (--int8)
+                                          "requantizer": "serial", "hold_registers": False})
     oscillator_hz = 12e6
     uart = ("uart", 0)
     leds = {"activity": ("led_g", 0), "error": ("led_r", 0)}

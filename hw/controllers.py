@@ -21,6 +21,7 @@ from amaranth.utils import exact_log2
 from ..sw.layout import PARAM_RECORD_BYTES
 from .binary import BinaryEngine, Mode, Op
 from .requant import Requantizer
+from .requant_serial import SerialRequantizer
 from .sequencer import descriptor_layout
 from .skid import SkidBuffer
 from .systolic import SystolicArray
@@ -111,7 +112,12 @@ class Int8Controller(wiring.Component):
     backend : str
         DSP backend of the array.
     mult_cycles : int
-        Requantizer multiplier cycles.
+        Requantizer multiplier cycles (the pipelined requantizer).
+    requantizer : {"pipelined", "serial"}
+        :class:`~qaccel.hw.requant.Requantizer` or
+        :class:`~qaccel.hw.requant_serial.SerialRequantizer`.
+    hold_registers : bool
+        Passed to the :class:`~qaccel.hw.systolic.SystolicArray`.
     address_width : int
         Byte address width of the descriptor fields.
     word_widths : dict
@@ -131,10 +137,13 @@ class Int8Controller(wiring.Component):
         Buffer engine ports.
     """
 
-    def __init__(self, *, rows, cols, backend, mult_cycles, address_width, word_widths):
+    def __init__(self, *, rows, cols, backend, mult_cycles, address_width, word_widths,
+                 requantizer="pipelined", hold_registers=True):
         self.rows, self.cols = rows, cols
         self.backend = backend
         self.mult_cycles = mult_cycles
+        self.requantizer = requantizer
+        self.hold_registers = hold_registers
         self.address_width = address_width
         self.word_widths = word_widths
         super().__init__(_controller_members(address_width, word_widths,
@@ -155,9 +164,13 @@ class Int8Controller(wiring.Component):
         # LUTs less on an iCE40).
         count = min(16, aw + 1)
         m.submodules.array = array = SystolicArray(rows, cols, backend=self.backend,
-                                                   max_k=min(MAX_RUN_K, (1 << count) - 1))
-        m.submodules.requant = requant = Requantizer(2 * cols, mult_cycles=self.mult_cycles,
-                                                     tag_width=aw)
+                                                   max_k=min(MAX_RUN_K, (1 << count) - 1),
+                                                   hold_registers=self.hold_registers)
+        if self.requantizer == "serial":
+            requant = SerialRequantizer(2 * cols, tag_width=aw)
+        else:
+            requant = Requantizer(2 * cols, mult_cycles=self.mult_cycles, tag_width=aw)
+        m.submodules.requant = requant
         m.d.comb += [requant.zp_out.eq(d.zp_out), requant.act_min.eq(d.act_min),
                      requant.act_max.eq(d.act_max)]
 

@@ -24,8 +24,12 @@ to stop every 7 products (the guard-bit limit of the 18-bit low field).
 
 Control tags ``first`` (clear the accumulator), ``last`` (the tile's last step) and ``end``
 (last row of the tile) travel along each row, delayed by the multiplier latency, in step with
-the products. When ``last`` leaves row ``i``, the row's accumulators hold the tile's totals
-and the row is emitted as one output transfer, read from the accumulators themselves.
+the products. When ``last`` leaves row ``i``, the row's totals are complete and the row is
+emitted as one output transfer. With ``hold_registers`` (the default) ``last`` copies each
+total into the PE's hold register and the row is read from those, so the next tile can start
+accumulating while the previous one drains. Without them the row is read from the
+accumulators themselves, which halves the array's registers (what keeps it out of small
+FPGAs) at the cost of ``groups - 1`` bubbles per tile (below).
 
 Accumulators are as wide as ``max_k`` needs and no wider: ``K`` products of int8 operands lie
 in ``[-16256 K, 16384 K]``, so ``(16384 * max_k).bit_length() + 1`` bits never wrap (32 at
@@ -41,11 +45,11 @@ through a :class:`~qaccel.hw.skid.SkidBuffer`, so that enable is a function of r
 of ``o.ready``. When the activation or weight stream has no data the array does not stop: it
 injects a bubble (zero operands, no tags), so tiles in flight keep draining. Consecutive
 tiles' ``last`` steps are spaced at least ``tile_spacing = max(groups, rows)`` cycles apart
-(bubbles are inserted when a tile has fewer steps) so that two tiles' rows never finish in
-the same cycle, and a tile's first step follows the previous tile's last step by at least
-``groups`` cycles (``groups - 1`` bubbles), so that a row's accumulators are read before the
-next tile clears them. (Hold registers would avoid those bubbles at the cost of a second
-``rows x cols x 32`` bits of registers, which is what keeps the array out of small FPGAs.)
+(bubbles are inserted when a tile has fewer steps) so that a row's hold registers are read
+before the next tile overwrites them and two tiles' rows never finish in the same cycle.
+Without hold registers a tile's first step also follows the previous tile's last step by at
+least ``groups`` cycles (``groups - 1`` bubbles), so that a row's accumulators are read before
+the next tile clears them (bubbles add zero products to them meanwhile).
 
 Streams
 -------
@@ -105,8 +109,11 @@ class SystolicArray(wiring.Component):
         Passed to :class:`~qaccel.hw.dual_mac.DualMAC` (``dsp48e2``: real ``DSP48E2`` or the
         behavioural model).
     max_k : int
-        Largest K a command can ask for; sets the width of ``cmd.payload.k``. The default,
-        131071, is the largest K whose int32 sums can never wrap.
+        Largest K a command can ask for; sets the width of ``cmd.payload.k`` and of the
+        accumulators. The default, 131071, is the largest K whose int32 sums can never wrap.
+    hold_registers : bool
+        ``True``: a hold register per lane, full rate between tiles. ``False``: rows are read
+        from the accumulators, ``groups - 1`` bubbles per tile (module documentation).
 
     Members
     -------
@@ -129,7 +136,7 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, rows, cols, *, backend="generic", packed=True, primitive=None,
-                 max_k=MAX_K):
+                 max_k=MAX_K, hold_registers=True):
         self.rows = _positive_int("rows", rows)
         self.cols = _positive_int("cols", cols)
         if not isinstance(backend, str):
@@ -141,6 +148,9 @@ class SystolicArray(wiring.Component):
         if primitive is not None and not isinstance(primitive, bool):
             raise TypeError(f"primitive must be None, True or False, not {primitive!r}")
         self.max_k = _positive_int("max_k", max_k)
+        if not isinstance(hold_registers, bool):
+            raise TypeError(f"hold_registers must be True or False, not {hold_registers!r}")
+        self.hold_registers = hold_registers
         self.backend = backend
         self.packed = packed
         self.primitive = primitive
@@ -203,7 +213,12 @@ class SystolicArray(wiring.Component):
 
     def cycles_per_tile(self, k):
         """Cycles per tile in steady state (back-to-back commands, no stalls)."""
-        return max(max(k, 1) + len(self.groups) - 1, self.tile_spacing)
+        return max(max(k, 1) + self.drain_bubbles, self.tile_spacing)
+
+    @property
+    def drain_bubbles(self):
+        """Bubbles between a tile's last step and the next tile's first (no hold registers)."""
+        return 0 if self.hold_registers else len(self.groups) - 1
 
     # -- gateware ------------------------------------------------------------------------
 
@@ -270,6 +285,7 @@ class SystolicArray(wiring.Component):
         is_last = Signal()
         spacing_met = Signal(init=1)
         drained = Signal(init=1)   # a first step may clear the accumulators
+        drain_cycles = self.drain_bubbles + 1
 
         step_data = zero_k | (self.a.valid & self.w.valid)
         spaced = (~is_last | spacing_met) & (~first | drained)
@@ -296,11 +312,11 @@ class SystolicArray(wiring.Component):
                     m.d.sync += busy.eq(0)
             with m.If(finishing):
                 m.d.sync += [since_last.eq(1), spacing_met.eq(spacing <= 1),
-                             drained.eq(n_groups <= 1)]
+                             drained.eq(drain_cycles <= 1)]
             with m.Elif(since_last < spacing):
                 m.d.sync += [since_last.eq(since_last + 1),
                              spacing_met.eq(since_last + 1 >= spacing),
-                             drained.eq(since_last + 1 >= n_groups)]
+                             drained.eq(since_last + 1 >= drain_cycles)]
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [
                 busy.eq(1),
@@ -355,7 +371,7 @@ class SystolicArray(wiring.Component):
             tag_at.append(chain)
 
         # ---- processing elements ----
-        accumulators = [[None] * cols for _ in range(rows)]
+        results = [[None] * cols for _ in range(rows)]   # what the output reads
         for i in range(rows):
             for p, group in enumerate(groups):
                 unit = self._unit(group)
@@ -372,21 +388,28 @@ class SystolicArray(wiring.Component):
                 tags = tag_at[i][p]
                 for lane, product in zip(group, products):
                     acc = Signal(acc_shape, name=f"acc_{i}_{lane}", reset_less=True)
+                    total = Signal(acc_shape, name=f"total_{i}_{lane}")
+                    m.d.comb += total.eq(Mux(tags.first, 0, acc) + product)
                     with m.If(enable):
-                        m.d.sync += acc.eq(Mux(tags.first, 0, acc) + product)
-                    accumulators[i][lane] = acc
+                        m.d.sync += acc.eq(total)
+                    results[i][lane] = acc
+                    if self.hold_registers:
+                        held = Signal(acc_shape, name=f"hold_{i}_{lane}", reset_less=True)
+                        with m.If(enable & tags.last):
+                            m.d.sync += held.eq(total)
+                        results[i][lane] = held
             with m.If(enable):
                 m.d.sync += [row_done[i].eq(tag_at[i][-1].last),
                              row_end[i].eq(tag_at[i][-1].end)]
 
-        # ---- output: the finished row (at most one at a time, by the tile spacing), read
-        # from its accumulators: bubbles add zero products to them until the next tile's
-        # first step, which comes late enough (`drained`) ----
+        # ---- output: the finished row (at most one at a time, by the tile spacing), from
+        # its hold registers, or from its accumulators, which bubbles leave unchanged until
+        # the next tile's first step, late enough by `drained` ----
         out = skid.i.payload
         m.d.comb += skid.i.valid.eq(out_valid)
         for j in range(cols):
             m.d.comb += out.data[j].eq(functools.reduce(
-                operator.or_, [Mux(row_done[i], accumulators[i][j], 0) for i in range(rows)]))
+                operator.or_, [Mux(row_done[i], results[i][j], 0) for i in range(rows)]))
         m.d.comb += [
             out.row.eq(functools.reduce(
                 operator.or_, [Mux(row_done[i], i, 0) for i in range(rows)])),

@@ -34,10 +34,14 @@ from .counters import PerformanceCounters
 from .dual_mac import BACKENDS
 from .framing import RING_DEPTH, FrameDecoder, FrameEncoder
 from .requant import MULT_CYCLES
+from .requant_serial import SerialRequantizer
 from .sequencer import CommandSequencer
 from .uart import UART
 
 __all__ = ["TopConfig", "AcceleratorTop", "UARTAcceleratorTop"]
+
+#: Requantizer implementations (:attr:`TopConfig.requantizer`).
+REQUANTIZERS = ("pipelined", "serial")
 
 #: Largest buffer the byte addresses and the sequencer's checks are built for (16 MiB).
 MAX_BUFFER_BYTES = 1 << 24
@@ -76,6 +80,14 @@ class TopConfig:
         Thresholds per binary output channel, 1 to 255.
     mult_cycles : int
         Requantizer multiplier cycles per result (:data:`qaccel.hw.requant.MULT_CYCLES`).
+    requantizer : str
+        ``"pipelined"`` (:class:`~qaccel.hw.requant.Requantizer`, a result every
+        ``mult_cycles`` cycles) or ``"serial"``
+        (:class:`~qaccel.hw.requant_serial.SerialRequantizer`, 37 to 67 cycles per result in
+        about half the logic; ``mult_cycles`` is then not used): same results.
+    hold_registers : bool
+        The systolic array's hold registers (:class:`~qaccel.hw.systolic.SystolicArray`):
+        ``False`` saves a register per lane for ``groups - 1`` idle cycles per tile.
     clock_hz : int
         Fabric clock, reported by INFO and used for the UART divider.
     baud : int
@@ -99,6 +111,8 @@ class TopConfig:
     binary_max_n: int = 64
     max_thresholds: int = 4
     mult_cycles: int = 8
+    requantizer: str = "pipelined"
+    hold_registers: bool = True
     clock_hz: int = 12_000_000
     baud: int = 0
     counter_width: int = 40
@@ -144,6 +158,12 @@ class TopConfig:
         if self.mult_cycles not in MULT_CYCLES:
             raise ValueError(f"mult_cycles must be one of {MULT_CYCLES}, not "
                              f"{self.mult_cycles}")
+        if self.requantizer not in REQUANTIZERS:
+            raise ValueError(f"requantizer must be one of {', '.join(REQUANTIZERS)}; not "
+                             f"{self.requantizer!r}")
+        if not isinstance(self.hold_registers, bool):
+            raise TypeError(f"hold_registers must be True or False, not "
+                            f"{self.hold_registers!r}")
         integer("clock_hz", 1, 2**32 - 1)
         integer("baud", 0, 2**32 - 1)
         integer("counter_width", 16, 64)
@@ -160,6 +180,14 @@ class TopConfig:
 
     def buffer_bytes(self, buffer):
         return getattr(self, f"{proto.BufferId(buffer).name.lower()}_bytes")
+
+    @property
+    def requant_cycles(self):
+        """``(fewest, most)`` clock cycles the requantizer spends per result, no stalls."""
+        if self.requantizer == "serial":
+            per_result = [SerialRequantizer.timing(shift)[0] for shift in range(-31, 31)]
+            return min(per_result), max(per_result)
+        return self.mult_cycles, self.mult_cycles
 
     def capabilities(self):
         """The :class:`~qaccel.sw.protocol.Capabilities` INFO reports for this build."""
@@ -284,7 +312,9 @@ class AcceleratorTop(wiring.Component):
         controllers = []
         if config.int8:
             int8 = Int8Controller(rows=config.rows, cols=config.cols, backend=config.backend,
-                                  mult_cycles=config.mult_cycles, address_width=aw,
+                                  mult_cycles=config.mult_cycles,
+                                  requantizer=config.requantizer,
+                                  hold_registers=config.hold_registers, address_width=aw,
                                   word_widths=word_widths)
             m.submodules.int8 = ResetInserter(seq.engine_reset)(int8)
             m.d.comb += int8.start.eq(seq.int8_start)

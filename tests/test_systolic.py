@@ -14,11 +14,12 @@ from qaccel.sim.tb.systolic import array_params
 # (generic multipliers, Yosys' SB_MAC16, the DSP48E2 model); an odd column count (half a
 # DSP48E2 for the unpaired column); and the unpacked array.
 CONFIGS = [
-    pytest.param(2, 2, "generic", True, 131071, id="2x2-generic"),
-    # max_k as in the accelerator top with 2 KiB buffers: 27-bit accumulators
-    pytest.param(4, 4, "ice40", True, 4095, id="4x4-ice40-k4095"),
-    pytest.param(3, 5, "dsp48e2", True, 131071, id="3x5-dsp48e2"),
-    pytest.param(2, 3, "generic", False, 131071, id="2x3-unpacked"),
+    pytest.param(2, 2, "generic", True, 131071, True, id="2x2-generic"),
+    # as in the iCEBreaker's top: K up to 4095 (2 KiB buffers, 27-bit accumulators), no
+    # hold registers
+    pytest.param(4, 4, "ice40", True, 4095, False, id="4x4-ice40-k4095-nohold"),
+    pytest.param(3, 5, "dsp48e2", True, 131071, False, id="3x5-dsp48e2-nohold"),
+    pytest.param(2, 3, "generic", False, 131071, True, id="2x3-unpacked"),
 ]
 
 
@@ -33,9 +34,10 @@ def run_array(array, **kwargs):
                       params=params, extra_sources=extra, **kwargs)
 
 
-@pytest.mark.parametrize("rows,cols,backend,packed,max_k", CONFIGS)
-def test_systolic_array(rows, cols, backend, packed, max_k):
-    array = SystolicArray(rows, cols, backend=backend, packed=packed, max_k=max_k)
+@pytest.mark.parametrize("rows,cols,backend,packed,max_k,hold_registers", CONFIGS)
+def test_systolic_array(rows, cols, backend, packed, max_k, hold_registers):
+    array = SystolicArray(rows, cols, backend=backend, packed=packed, max_k=max_k,
+                          hold_registers=hold_registers)
     assert run_array(array) == 5
 
 
@@ -46,9 +48,12 @@ def test_cycle_model():
     # skew/hops (2 groups) + DSP48E2 pipeline (4) + accumulate/row-done (1) + output skid (1)
     assert array.latency == 8
     assert array.tile_cycles(64) == 64 + 8 + 3
-    # a first step waits groups - 1 = 1 cycle after the last step; last steps tile_spacing apart
-    assert array.cycles_per_tile(64) == 65 and array.cycles_per_tile(1) == 4
-    assert array.cycles_per_tile(3) == 4 and array.cycles_per_tile(4) == 5
+    assert array.cycles_per_tile(64) == 64 and array.cycles_per_tile(1) == 4
+    # without hold registers a first step waits groups - 1 = 1 cycle after the last step
+    bare = SystolicArray(4, 4, backend="dsp48e2", hold_registers=False)
+    assert bare.drain_bubbles == 1 and array.drain_bubbles == 0
+    assert bare.cycles_per_tile(64) == 65 and bare.cycles_per_tile(1) == 4
+    assert bare.cycles_per_tile(3) == 4 and bare.cycles_per_tile(4) == 5
     assert array.accumulator_width == 32
     # 4095 * 16384 < 2**26: 27 bits; K = 1 products fit 16
     assert SystolicArray(4, 4, max_k=4095).accumulator_width == 27
@@ -71,3 +76,5 @@ def test_parameter_errors():
     with pytest.raises(ValueError, match="max_k must be at least 1, not 0"):
         SystolicArray(2, 2, max_k=0)
     assert SystolicArray(2, 2, max_k=1000).cmd_layout["k"].width == 10
+    with pytest.raises(TypeError, match="hold_registers must be True or False, not 0"):
+        SystolicArray(2, 2, hold_registers=0)

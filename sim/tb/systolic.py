@@ -8,7 +8,7 @@ output rows are compared, payload bit for bit, with the golden result (inactive 
 
 Parameters (``tb.params``): ``rows``, ``cols``, the payload field offsets (``k_offset``,
 ``m_offset``, ``n_offset``, ``row_offset``, ``last_offset``), the cycle model (``latency``,
-``tile_spacing``, ``groups``), ``max_k`` (which sets the accumulators' width) and optionally ``report`` (a JSON file the throughput test writes its
+``tile_spacing``, ``drain_bubbles``), ``max_k`` (which sets the accumulators' width) and optionally ``report`` (a JSON file the throughput test writes its
 measurements to, for ``bench/dsp_packing.py``) and ``throughput_k``.
 """
 
@@ -40,7 +40,7 @@ def array_params(array, **extra):
         "last_offset": out["last"].offset,
         "latency": array.latency,
         "tile_spacing": array.tile_spacing,
-        "groups": len(array.groups),
+        "drain_bubbles": array.drain_bubbles,
         "max_k": array.max_k,
     }
     params.update(extra)
@@ -161,7 +161,7 @@ class ArrayTB(TB):
 
     def budget(self, tiles, slowdown=1):
         p = self.params
-        work = sum(max(t.k, 1) + p["groups"] + p["tile_spacing"] + p["latency"] + t.m
+        work = sum(max(t.k, 1) + p["drain_bubbles"] + p["tile_spacing"] + p["latency"] + t.m
                    for t in tiles)
         return 100 + slowdown * work
 
@@ -262,7 +262,7 @@ async def throughput(dut):
         tb.send(t)
     await tb.check_all(tb.budget(tiles))
     stream_cycles = tb.out_times[-1] - tb.cmd_times[start]
-    per_tile = max(k + p["groups"] - 1, p["tile_spacing"])   # SystolicArray.cycles_per_tile
+    per_tile = max(k + p["drain_bubbles"], p["tile_spacing"])   # SystolicArray.cycles_per_tile
     # the first tile's steps start at its command; each later tile adds per_tile
     stream_model = k + (count - 1) * per_tile + p["latency"] + rows - 1
     assert stream_cycles == stream_model, f"{count} tiles: {stream_cycles} cycles, model {stream_model}"

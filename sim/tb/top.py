@@ -441,7 +441,7 @@ async def int8_layer(tb, m, k, n, *, requant, offsets=(0, 0, 0, 0), budget=None)
         thresholds=0)
     rows, cols = tb.config.rows, tb.config.cols
     tiles = -(-m // rows) * -(-n // cols)
-    budget = budget or tiles * (k + 40) * (1 + requant * cols * tb.config.mult_cycles) + 2000
+    budget = budget or tiles * (k + 40) * (1 + requant * cols * tb.config.requant_cycles[1]) + 2000
     status = await tb.run(descriptor, budget)
     out_bytes = m * n * (1 if requant else 4)
     data = await tb.read(BufferId.OUTPUTS, o_off, out_bytes)
@@ -716,7 +716,8 @@ async def busy_and_reset(dut):
     tb = TopTB(dut, pause=0.05)
     await tb.start()
     cfg = tb.config
-    # A long run: many requantized outputs, each costing mult_cycles in the requantizer.
+    # A long run: many requantized outputs, each costing cycles in the requantizer.
+    fewest, most = cfg.requant_cycles
     n = cfg.cols * max(1, min(tb.caps.params_bytes // 12, tb.caps.outputs_bytes // 8,
                               tb.caps.weights_bytes // 8) // cfg.cols)
     m = cfg.rows * max(1, min(tb.caps.outputs_bytes // n, tb.caps.activations_bytes // 8)
@@ -761,8 +762,8 @@ async def busy_and_reset(dut):
     state = await tb.status()
     assert state.state == proto.RunState.BUSY, \
         f"the run ended before the BUSY checks were done: {state}"
-    final = await tb.wait_run(20 * m * n * cfg.mult_cycles + 20 * m * k)
-    assert final.run_cycles >= m * n * cfg.mult_cycles, final
+    final = await tb.wait_run(20 * m * n * most + 20 * m * k)
+    assert final.run_cycles >= m * n * fewest, final
     got = layout.unpack_int8_outputs(await tb.read(BufferId.OUTPUTS, 0, m * n), m, n, True)
     np.testing.assert_array_equal(got, expected(a, w))
 
@@ -770,7 +771,7 @@ async def busy_and_reset(dut):
     old = bytes(tb.model.buffers[BufferId.OUTPUTS])
     a2, w2 = await load()
     await tb.start_run(descriptor)
-    await ClockCycles(tb.clock, m * n * cfg.mult_cycles // 3)
+    await ClockCycles(tb.clock, m * n * fewest // 3)
     await tb.command(Opcode.RESET)
     assert (await tb.status()) == proto.DeviceStatus(proto.RunState.IDLE, Status.OK, 0)
     counters = await tb.counters()
@@ -794,7 +795,7 @@ async def busy_and_reset(dut):
     await tb.check_buffers()
     await tb.counters()
     # after the RESET a run works again
-    await tb.run(descriptor, 20 * m * n * cfg.mult_cycles + 20 * m * k)
+    await tb.run(descriptor, 20 * m * n * most + 20 * m * k)
     got = layout.unpack_int8_outputs(await tb.read(BufferId.OUTPUTS, 0, m * n), m, n, True)
     np.testing.assert_array_equal(got, expected(a2, w2))
     await tb.check_quiet()
