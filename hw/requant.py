@@ -126,8 +126,11 @@ def _output_value(m, u, rounding, zp_out, act_min, act_max):
     return Mux(result < act_min, act_min, Mux(result > act_max, act_max, result[:8]))
 
 
-def _parameter_memory(m, param, channels):
+def _parameter_memory(m, param, channels, *, block_ram=False):
     """The per-channel parameter memory, written from the ``param`` stream (always ready).
+
+    ``block_ram`` asks synthesis for block RAM whatever the depth (Yosys builds a few
+    entries of 69 bits from flip-flops otherwise: about 350 iCE40 logic cells for 4).
 
     Returns ``(read_addr, read_data, read_en)`` of its registered read port (the data holds
     while ``read_en`` is low). Synchronous, not transparent (see the ``param`` docs of
@@ -136,8 +139,8 @@ def _parameter_memory(m, param, channels):
     qaccel.hw.ram).
     """
     entry = data.StructLayout({"bias": signed(32), "m0": unsigned(31), "shift": signed(6)})
-    m.submodules.params = params = Memory(shape=entry, depth=channels, init=[],
-                                          attrs=NO_RW_CHECK)
+    attrs = dict(NO_RW_CHECK, ram_style="block") if block_ram else NO_RW_CHECK
+    m.submodules.params = params = Memory(shape=entry, depth=channels, init=[], attrs=attrs)
     write = params.write_port()
     read_en = Signal()
     read_addr, read_data = registered_read_port(m, params, "params_rd", read_en)

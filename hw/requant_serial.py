@@ -132,7 +132,9 @@ class SerialRequantizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        read_addr, read_data, read_en = _parameter_memory(m, self.param, self._channels)
+        # block RAM even for a few channels: this requantizer is for FPGAs short of logic
+        read_addr, read_data, read_en = _parameter_memory(m, self.param, self._channels,
+                                                          block_ram=True)
 
         state = Signal(_State)
         x = Signal(signed(32))          # the accumulator, then acc', then x
