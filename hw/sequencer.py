@@ -513,13 +513,16 @@ class CommandSequencer(wiring.Component):
         m.d.comb += fetch.eq((fetch_left != 0) &
                              (body_fifo.level + fetched[0] + fetched[1] < _BODY_PREFETCH))
         m.d.sync += fetched.eq(Cat(fetch, fetched[0]))
-        counter_shift = Signal(56)  # a counter is read whole when its first byte is fetched
+        # A counter is read whole when its first byte is fetched; its bytes above
+        # counter_width are zero (no register for them: 64 - counter_width flip-flops less).
+        counter_shift = Signal(self.counter_width - 8)
         with m.If(fetch):
             m.d.sync += [fetch_left.eq(fetch_left - 1), fetch_index.eq(fetch_index + 1),
                          fetch_addr.eq(fetch_addr + 1)]
             with m.If(body_kind == BodyKind.COUNTERS):
                 m.d.sync += counter_shift.eq(Mux(fetch_index[:3] == 0,
-                                                 self.counter_value[8:], counter_shift >> 8))
+                                                 self.counter_value[8:self.counter_width],
+                                                 counter_shift >> 8))
 
         cap_bytes = caps.pack()
         cap_rom = Const(int.from_bytes(cap_bytes, "little"), 8 * len(cap_bytes))
