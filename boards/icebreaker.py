@@ -31,7 +31,8 @@ class ICEBreaker(Board):
                                  options={"binary_max_k": 512, "binary_max_n": 32,
                                           "counter_width": 32,
                                           # the INT8 engine's smallest form (--int8)
-                                          "requantizer": "serial", "hold_registers": False})
+                                          "requantizer": "serial", "hold_registers": False,
+                                          "operand_skid": False})
     oscillator_hz = 12e6
     uart = ("uart", 0)
     leds = {"activity": ("led_g", 0), "error": ("led_r", 0)}

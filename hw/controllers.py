@@ -14,7 +14,7 @@ flows with no FIFO and nothing is lost when the consumer stalls.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
@@ -118,6 +118,10 @@ class Int8Controller(wiring.Component):
         :class:`~qaccel.hw.requant_serial.SerialRequantizer`.
     hold_registers : bool
         Passed to the :class:`~qaccel.hw.systolic.SystolicArray`.
+    operand_skid : bool
+        ``True``: the operand pairs reach the array through a register slice (a shorter
+        path from the array's control to the buffer read enables). ``False``: directly,
+        ``8 * (rows + cols)`` flip-flops pairs less.
     address_width : int
         Byte address width of the descriptor fields.
     word_widths : dict
@@ -138,12 +142,13 @@ class Int8Controller(wiring.Component):
     """
 
     def __init__(self, *, rows, cols, backend, mult_cycles, address_width, word_widths,
-                 requantizer="pipelined", hold_registers=True):
+                 requantizer="pipelined", hold_registers=True, operand_skid=True):
         self.rows, self.cols = rows, cols
         self.backend = backend
         self.mult_cycles = mult_cycles
         self.requantizer = requantizer
         self.hold_registers = hold_registers
+        self.operand_skid = operand_skid
         self.address_width = address_width
         self.word_widths = word_widths
         super().__init__(_controller_members(address_width, word_widths,
@@ -220,26 +225,34 @@ class Int8Controller(wiring.Component):
         w_lane = Signal(max(exact_log2(w_word // cols), 1))
         # The pairs reach the array through a register slice: the array's ready comes from
         # its whole control (output skid, tile spacing, operand validity), too long a path to
-        # continue into the block RAM read enables.
-        m.submodules.pair_skid = pair_skid = SkidBuffer(8 * (rows + cols))
-        advance = ~pair_valid | pair_skid.i.ready
+        # continue into the block RAM read enables on a fast build.
+        pair_stream = stream.Signature(8 * (rows + cols)).create()
+        m.d.comb += [
+            pair_stream.valid.eq(pair_valid),
+            pair_stream.payload.eq(Cat(
+                self.activations_rd_data.word_select(a_lane, 8 * rows)
+                if a_word > rows else self.activations_rd_data,
+                self.weights_rd_data.word_select(w_lane, 8 * cols)
+                if w_word > cols else self.weights_rd_data)),
+        ]
+        if self.operand_skid:
+            m.submodules.pair_skid = pair_skid = SkidBuffer(8 * (rows + cols))
+            wiring.connect(m, pair_stream, pair_skid.i)
+            pairs = pair_skid.o
+        else:
+            pairs = pair_stream
+        advance = ~pair_valid | pair_stream.ready
         m.d.comb += [
             self.activations_rd_addr.eq(a_pointer >> exact_log2(a_word)),
             self.activations_rd_en.eq(advance),
             self.weights_rd_addr.eq(w_pointer >> exact_log2(w_word)),
             self.weights_rd_en.eq(advance),
-            pair_skid.i.valid.eq(pair_valid),
-            pair_skid.i.payload.eq(Cat(
-                self.activations_rd_data.word_select(a_lane, 8 * rows)
-                if a_word > rows else self.activations_rd_data,
-                self.weights_rd_data.word_select(w_lane, 8 * cols)
-                if w_word > cols else self.weights_rd_data)),
             # the array takes a and w together
-            array.a.valid.eq(pair_skid.o.valid),
-            array.w.valid.eq(pair_skid.o.valid),
-            pair_skid.o.ready.eq(array.a.ready),
-            array.a.payload.as_value().eq(pair_skid.o.payload[:8 * rows]),
-            array.w.payload.as_value().eq(pair_skid.o.payload[8 * rows:]),
+            array.a.valid.eq(pairs.valid),
+            array.w.valid.eq(pairs.valid),
+            pairs.ready.eq(array.a.ready),
+            array.a.payload.as_value().eq(pairs.payload[:8 * rows]),
+            array.w.payload.as_value().eq(pairs.payload[8 * rows:]),
         ]
         with m.If(advance):
             m.d.sync += [pair_valid.eq(feed_active),

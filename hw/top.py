@@ -88,6 +88,10 @@ class TopConfig:
     hold_registers : bool
         The systolic array's hold registers (:class:`~qaccel.hw.systolic.SystolicArray`):
         ``False`` saves a register per lane for ``groups - 1`` idle cycles per tile.
+    operand_skid : bool
+        The register slice between the INT8 controller's buffer reads and the array
+        (:class:`~qaccel.hw.controllers.Int8Controller`); ``False`` saves its
+        ``16 * (rows + cols)`` flip-flops for a longer path on slow clocks.
     clock_hz : int
         Fabric clock, reported by INFO and used for the UART divider.
     baud : int
@@ -113,6 +117,7 @@ class TopConfig:
     mult_cycles: int = 8
     requantizer: str = "pipelined"
     hold_registers: bool = True
+    operand_skid: bool = True
     clock_hz: int = 12_000_000
     baud: int = 0
     counter_width: int = 40
@@ -161,9 +166,9 @@ class TopConfig:
         if self.requantizer not in REQUANTIZERS:
             raise ValueError(f"requantizer must be one of {', '.join(REQUANTIZERS)}; not "
                              f"{self.requantizer!r}")
-        if not isinstance(self.hold_registers, bool):
-            raise TypeError(f"hold_registers must be True or False, not "
-                            f"{self.hold_registers!r}")
+        for name in ("hold_registers", "operand_skid"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, not {getattr(self, name)!r}")
         integer("clock_hz", 1, 2**32 - 1)
         integer("baud", 0, 2**32 - 1)
         integer("counter_width", 16, 64)
@@ -314,7 +319,8 @@ class AcceleratorTop(wiring.Component):
             int8 = Int8Controller(rows=config.rows, cols=config.cols, backend=config.backend,
                                   mult_cycles=config.mult_cycles,
                                   requantizer=config.requantizer,
-                                  hold_registers=config.hold_registers, address_width=aw,
+                                  hold_registers=config.hold_registers,
+                                  operand_skid=config.operand_skid, address_width=aw,
                                   word_widths=word_widths)
             m.submodules.int8 = ResetInserter(seq.engine_reset)(int8)
             m.d.comb += int8.start.eq(seq.int8_start)
