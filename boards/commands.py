@@ -40,6 +40,9 @@ def add_build_options(parser):
     parser.add_argument("--clock", type=_frequency, metavar="HZ",
                         help="fabric clock, e.g. 24e6 or 24MHz (made by the board's PLL)")
     parser.add_argument("--baud", type=int, help="host UART baud rate")
+    parser.add_argument("--counter-width", type=int, metavar="BITS",
+                        help="bits per performance counter, 16 to 64 (the accelerator top; "
+                             "fewer bits, fewer logic cells)")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="build folder (default build/<board>)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
@@ -70,9 +73,13 @@ def _config_from_args(board, args):
         int8 = True
     if binary is None and (args.pe is not None or args.simd is not None):
         binary = True
-    return board.config(args.design, rows=args.rows, cols=args.cols, pe=args.pe,
-                        simd=args.simd, int8=int8, binary=binary, clock_hz=args.clock,
-                        baud=args.baud)
+    config = board.config(args.design, rows=args.rows, cols=args.cols, pe=args.pe,
+                          simd=args.simd, int8=int8, binary=binary, clock_hz=args.clock,
+                          baud=args.baud)
+    if args.counter_width is not None:
+        config = config.replace(options={**config.options,
+                                         "counter_width": args.counter_width})
+    return config
 
 
 def boards_main(args=None, stream=sys.stdout):

@@ -50,19 +50,26 @@ def accelerator_top(config):
     return AcceleratorTop(top_config(config))
 
 
-#: Logic cells of the smallest iCE40 build of the top with the INT8 engine: a 1x2 array, 1 KiB
-#: buffers, 16-bit counters, no binary engine (YoWASP Yosys 0.70 + nextpnr-ice40, measured;
-#: docs/BOARDS.md): 5921 and 5968 on two revisions, the smaller is the bound. The INT8
-#: controller and requantizer alone take about 2500 of them.
-ICE40_INT8_TOP_MIN_CELLS = 5921
+#: Logic cells of the smallest iCE40 build of the top with the INT8 engine: a 1x2 array (2
+#: products), 1 KiB buffers, 16-bit counters, no binary engine, the serial requantizer, no
+#: hold registers or operand skid (YoWASP Yosys 0.70 + nextpnr-ice40, measured; docs/BOARDS.md).
+ICE40_INT8_TOP_MIN_CELLS = 4807
+#: Logic cells each further product adds at least: 2x4 -> 4x4 measured about 112 per product
+#: (accumulator, operand registers, output multiplexer), rounded down to stay a lower bound.
+ICE40_INT8_CELLS_PER_PRODUCT = 100
 
 
 def _top_min_logic_cells(config, family):
     """A measured lower bound ``(cells, what, advice)`` on the top's logic cells, or ``None``."""
     if family == "ice40" and config.int8:
-        return (ICE40_INT8_TOP_MIN_CELLS,
-                "the accelerator top with the INT8 engine (measured on its smallest build)",
-                "build the binary engine alone (--no-int8) or the stand-in (--design standin)")
+        products = config.rows * config.cols
+        cells = ICE40_INT8_TOP_MIN_CELLS + ICE40_INT8_CELLS_PER_PRODUCT * max(products - 2, 0)
+        return (cells,
+                f"the accelerator top with a {config.rows}x{config.cols} INT8 engine (measured "
+                f"floor: {ICE40_INT8_TOP_MIN_CELLS} cells for 2 products, "
+                f"+{ICE40_INT8_CELLS_PER_PRODUCT} per product)",
+                "use a 2x2 INT8 array alone (--rows 2 --cols 2 --no-binary --counter-width "
+                "16), the binary engine alone (--no-int8) or the stand-in (--design standin)")
     return None
 
 
