@@ -9,9 +9,10 @@ Each build's report.json stays in ``--out`` (default ``build/bench-boards``).
 Each board builds its default design (the iCEBreaker: the accelerator top with its binary
 engine alone, the one that fits the UP5K; the ULX3S: the top with both engines; the KCU105:
 the stand-in) unless ``--design`` says otherwise. ``--boards icebreaker --design standin``
-builds the 4x4 INT8 array in all 8 SB_MAC16; ``--design top --int8`` is refused by the fit
-check in seconds (docs/BOARDS.md). A build that fails for size after synthesis still shows
-its LUT and flip-flop counts.
+builds the 4x4 INT8 array in all 8 SB_MAC16; ``--boards icebreaker --int8 --no-binary --rows
+2 --cols 2 --counter-width 16`` builds the top's INT8 engine in the size that fits the UP5K;
+``--design top --int8`` (4x4) is refused by the fit check in seconds (docs/BOARDS.md). A build
+that fails for size after synthesis still shows its LUT and flip-flop counts.
 
 Expect several minutes on 2 cores (the ULX3S place-and-route dominates); the first YoWASP
 run of each tool also compiles it (once per machine).
@@ -67,13 +68,15 @@ def _synthesis_counts(out_dir, message):
     return str(lut or "-"), str(ff or "-"), status
 
 
-def run(boards, design, out_root, seed, quiet, changes=None):
+def run(boards, design, out_root, seed, quiet, changes=None, options=None):
     rows = []
     for name in boards:
         board = get_board(name)
         synth_only = board.family == "xilinx" and not find_build_tool("vivado").found
         design_name = design if design is not None else board.default_design
         config = board.config(design_name, **(changes or {}))
+        if options:
+            config = config.replace(options={**config.options, **options})
         label = f"{name} ({design_name})"
         print(f"== {label}: {'Yosys synthesis only (no Vivado)' if synth_only else 'bitstream'}",
               file=sys.stderr, flush=True)
@@ -126,21 +129,33 @@ def main(argv=None):
                         help="include the INT8 engine in every board's default")
     parser.add_argument("--no-int8", dest="int8", action="store_false",
                         help="leave the INT8 engine out of every board's default")
+    parser.add_argument("--binary", dest="binary", action="store_true", default=None,
+                        help="include the binary engine in every board's default")
+    parser.add_argument("--no-binary", dest="binary", action="store_false",
+                        help="leave the binary engine out of every board's default")
+    parser.add_argument("--rows", type=int, help="INT8 array rows instead of the defaults")
+    parser.add_argument("--cols", type=int, help="INT8 array columns instead of the defaults")
     parser.add_argument("--pe", type=int, help="binary engine PEs instead of the defaults")
+    parser.add_argument("--counter-width", type=int, metavar="BITS",
+                        help="performance counter bits (the accelerator top)")
     parser.add_argument("--clock", type=float, metavar="HZ",
                         help="fabric clock instead of the defaults")
     parser.add_argument("--quiet", action="store_true", help="no stage progress")
     args = parser.parse_args(argv)
 
-    changes = {name: value for name, value in (("int8", args.int8), ("pe", args.pe),
-                                                ("clock_hz", args.clock)) if value is not None}
-    rows = run(args.boards, args.design, args.out.resolve(), args.seed, args.quiet, changes)
+    changes = {name: value for name, value in (("int8", args.int8), ("binary", args.binary),
+                                                ("rows", args.rows), ("cols", args.cols),
+                                                ("pe", args.pe), ("clock_hz", args.clock))
+               if value is not None}
+    options = {"counter_width": args.counter_width} if args.counter_width else {}
+    rows = run(args.boards, args.design, args.out.resolve(), args.seed, args.quiet, changes,
+               options)
     header = ("board", "LUT", "FF", "DSP", "BRAM", "clock MHz", "Fmax MHz",
               "INT8 MAC/s (clock / Fmax)", "binary op/s (clock / Fmax)", "build s", "status")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     print(f"\nBoard builds, {'design ' + repr(args.design) if args.design else 'default designs'}, "
           f"default configurations"
-          f"{' with ' + str(changes) if changes else ''} "
+          f"{' with ' + str({**changes, **options}) if changes or options else ''} "
           f"({platform.machine()}, {os.cpu_count()} cores, seed {args.seed}):\n")
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())

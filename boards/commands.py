@@ -21,8 +21,9 @@ def add_build_options(parser):
                         help=f"board to build for (default {DEFAULT_BOARD})")
     parser.add_argument("--design", default=None,
                         help="design factory: 'top' (the accelerator; the default of the "
-                             "iCEBreaker, with its binary engine alone, the only engine "
-                             "that fits the UP5K, and of the ULX3S), 'standin' (the KCU105's "
+                             "iCEBreaker, with its binary engine alone: the UP5K holds one "
+                             "engine, binary 2 x 32 or INT8 2x2 with --counter-width 16; "
+                             "and of the ULX3S), 'standin' (the KCU105's "
                              "default: the engines on a small test protocol), or "
                              "'module:attribute'")
     parser.add_argument("--rows", type=int, help="INT8 array rows")

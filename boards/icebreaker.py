@@ -17,11 +17,13 @@ class ICEBreaker(Board):
     device = "iCE40UP5K"
     dsp_backend = "ice40"
     # The default build is the accelerator top, so that the host driver talks to the board
-    # as to the co-simulation. Its INT8 engine does not fit the UP5K's 5280 logic cells in
-    # any shape (docs/BOARDS.md has the numbers); its binary engine alone does, at 2 PE x 32
-    # (24 MHz). 2 KiB buffers, a 512 x 32 binary weight store and 32-bit counters keep its
-    # memories in the 30 EBRs. `--design standin` builds the 4x4 INT8 array = 16 products
-    # in 8 SB_MAC16 (dual 8x8 mode), every DSP of the UP5K, on a small test protocol.
+    # as to the co-simulation. The UP5K's 5280 logic cells hold one of its engines: the
+    # binary engine at 2 PE x 32 (the default), or the INT8 engine at 2x2 with 16-bit
+    # counters (`--rows 2 --cols 2 --no-binary --counter-width 16`; the options below make
+    # it small). 4x4 INT8 needs about 1600 cells more (docs/BOARDS.md). 2 KiB buffers, a 512
+    # x 32 binary weight store and 32-bit counters keep the memories in the 30 EBRs.
+    # `--design standin` builds the 4x4 INT8 array = 16 products in 8 SB_MAC16 (dual 8x8
+    # mode), every DSP of the UP5K, on a small test protocol.
     default_design = "top"
     design_defaults = {"top": {"int8": False, "pe": 2}}
     default_config = BuildConfig(rows=4, cols=4, pe=4, simd=32, clock_hz=24e6,
