@@ -113,10 +113,15 @@ def _plot(path, rows, cycles):
     left.set_title("digits test split")
     for y, value in enumerate(values):
         left.text(value, y, f" {value:.1f}", va="center")
-    labels = list(cycles)
-    right.bar(labels, [cycles[label] for label in labels], color="#48c")
-    right.set_ylabel("device cycles")
-    right.set_title("cycle breakdown (device counters)")
+    if cycles is None:   # the device's counters wrapped
+        right.text(0.5, 0.5, "device counters wrapped\n(too narrow for this run)",
+                   ha="center", va="center", transform=right.transAxes)
+        right.set_axis_off()
+    else:
+        labels = list(cycles)
+        right.bar(labels, [cycles[label] for label in labels], color="#48c")
+        right.set_ylabel("device cycles")
+        right.set_title("cycle breakdown (device counters)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -145,6 +150,7 @@ def main(args):
         with Accelerator.open(url) as acc:
             info = acc.info
             acc.reset()
+            reset_at = time.monotonic()
             int8_hw = binary_hw = None
             for engine, present in (("INT8", info.has_int8), ("binary", info.has_binary)):
                 if not present:
@@ -158,6 +164,10 @@ def main(args):
                                          x_test, progress)
             counters = acc.counters()
             link = acc.stats
+            # The device's counters wrap at 2**counter_width (INFO); a device clock can have
+            # run at most this many cycles since the reset (a co-simulated one far fewer).
+            wrap_seconds = 2 ** info.counter_width / info.clock_hz
+            counters_wrapped = time.monotonic() - reset_at >= wrap_seconds
     except QaccelError as exc:
         raise SystemExit(f"qaccel demo: {exc}") from None
 
@@ -189,22 +199,31 @@ def main(args):
         print(f"{name:24}{100 * value:13.2f}%")
     print()
     print(f"outputs differing from the golden model: {mismatches}")
-    print(f"device cycles: {counters['cycles']:,} ({counters['int8_busy']:,} INT8 engine, "
-          f"{counters['binary_busy']:,} binary engine)")
-    print(f"MACs: {counters['macs']:,}; INT8 MAC utilization while busy: "
-          f"{100 * utilization:.1f}% of {pes} PEs")
-    print(f"binary ops: {counters['binary_ops']:,}")
+    if counters_wrapped:
+        print(f"device counters: {info.counter_width}-bit on this device, so they may have "
+              f"wrapped during the run (every {wrap_seconds:.3g} s at "
+              f"{info.clock_hz / 1e6:g} MHz): cycle, MAC and op totals not shown")
+    else:
+        print(f"device cycles: {counters['cycles']:,} ({counters['int8_busy']:,} INT8 engine, "
+              f"{counters['binary_busy']:,} binary engine)")
+        print(f"MACs: {counters['macs']:,}; INT8 MAC utilization while busy: "
+              f"{100 * utilization:.1f}% of {pes} PEs")
+        print(f"binary ops: {counters['binary_ops']:,}")
     print(f"link: {link.commands:,} commands, {link.retries} retries, "
           f"{link.bytes_out + link.bytes_in:,} wire bytes")
-    print(f"projection for a device at {fmax / 1e6:.1f} MHz: {compute_rate:,.0f} images/s "
-          f"compute-bound, {link_rate:,.0f} images/s over a 3 Mbaud UART")
+    if counters_wrapped:
+        print(f"projection: {link_rate:,.0f} images/s over a 3 Mbaud UART")
+    else:
+        print(f"projection for a device at {fmax / 1e6:.1f} MHz: {compute_rate:,.0f} images/s "
+              f"compute-bound, {link_rate:,.0f} images/s over a 3 Mbaud UART")
     plot_path = Path(getattr(args, "plot", None) or "qaccel-demo.png")
-    _plot(plot_path, rows, {"INT8 busy": counters["int8_busy"],
-                            "binary busy": counters["binary_busy"],
-                            "idle/link": counters["cycles"] - busy})
+    _plot(plot_path, rows, None if counters_wrapped else
+          {"INT8 busy": counters["int8_busy"], "binary busy": counters["binary_busy"],
+           "idle/link": counters["cycles"] - busy})
     print(f"plot: {plot_path}  ({time.monotonic() - started:.1f} s in all)")
     summary = {"accuracy": {name: float(value) for name, value in rows},
-               "mismatches": mismatches, "counters": counters}
+               "mismatches": mismatches, "counters": counters,
+               "counters_wrapped": counters_wrapped}
     if getattr(args, "json", None):
         Path(args.json).write_text(json.dumps(summary, indent=2))
     return 1 if mismatches else 0

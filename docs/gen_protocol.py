@@ -283,8 +283,11 @@ BINARY_BUSY the cycles an engine controller was running; MACS and BINARY_OPS the
 (`m * k * n` per layer, added when the run finishes); STALL_INPUT the cycles an engine had
 work but no operand; STALL_OUTPUT the cycles an engine held a result its output path could not
 take; FRAMES_RX the good frames; CRC_ERRORS the bad frames (each answered by a NAK);
-COMMAND_ERRORS the replies with a status other than OK (BUSY included). In the RTL every
-counter is `TopConfig.counter_width` bits (default 40), read zero-extended.
+COMMAND_ERRORS the replies with a status other than OK (BUSY included). Every counter is
+`counter_width` bits (INFO; `TopConfig.counter_width` in the RTL, default 40), read
+zero-extended, and wraps at `2**counter_width`: a 16-bit CYCLES counter of a 24 MHz device
+wraps every 2.7 ms, so the host can only take differences over short spans from it. The
+reference device wraps its counters the same way.
 """
 
 LAYOUTS = """
@@ -378,7 +381,8 @@ and `BinaryController` (binary engine); `PerformanceCounters`.
 - The INT8 controller feeds one activation word and one weight word per cycle through a
   register slice into the array, so a K step costs one cycle: a 2x4 array ran a K = 256 tile at
   7.56 MACs per cycle (95 % of its 8 PEs), measured with the MACS and INT8_BUSY counters.
-  Requantized outputs cost `mult_cycles` each in the requantizer.
+  Requantized outputs cost `mult_cycles` each in the requantizer (37 to 67 cycles with
+  `requantizer="serial"`).
 """
 
 SIZING = """
@@ -395,8 +399,10 @@ synthesizes configurations with `synth_ice40 -dsp` (no placement); at the time o
 
 Neither fits the UP5K's logic cells: the 4x4 array's fabric accumulators and hold registers
 (about 1,600 LUT4 and 1,650 FF), the requantizer (about 900 LUT4) and the command sequencer
-(about 1,500 LUT4) dominate. A UP5K build needs a smaller array (2x2), a single engine, or
-both.
+(about 1,500 LUT4) dominated. With the small forms of the INT8 engine's parts (the serial
+requantizer, no hold registers, no operand skid; `TopConfig` options) a 2x2 INT8 engine
+alone with 16-bit counters fits and is what the iCEBreaker builds for INT8
+(docs/BOARDS.md).
 """
 
 

@@ -205,7 +205,8 @@ class TopConfig:
             weights_bytes=self.weights_bytes, activations_bytes=self.activations_bytes,
             params_bytes=self.params_bytes, outputs_bytes=self.outputs_bytes,
             clock_hz=self.clock_hz, baud=self.baud, binary_max_k=self.binary_max_k,
-            binary_max_n=self.binary_max_n, max_thresholds=self.max_thresholds)
+            binary_max_n=self.binary_max_n, max_thresholds=self.max_thresholds,
+            counter_width=self.counter_width)
 
     def memory_shapes(self):
         """``{block: (width, depth)}`` of every memory in the build, as instantiated.

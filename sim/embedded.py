@@ -16,6 +16,11 @@ Configurations
 ``uart``
     The default behind the UART PHY, reached through a pseudo-terminal and pyserial (the
     serial code path of the driver, unchanged).
+``icebreaker-int8``
+    The iCEBreaker's INT8 build (``qaccel build --rows 2 --cols 2 --no-binary
+    --counter-width 16``): 2x2 INT8 array alone, 2 KiB buffers, 16-bit counters, the serial
+    requantizer, no hold registers or operand skid (generic multipliers in place of the
+    SB_MAC16).
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ CONFIGS = {
     "wide": {"rows": 8, "cols": 8, "pe": 8, "simd": 64, "weights_bytes": 16384,
              "activations_bytes": 16384, "params_bytes": 2048, "outputs_bytes": 16384},
     "uart": {"baud": 1_200_000},
+    "icebreaker-int8": {"rows": 2, "cols": 2, "binary": False, "weights_bytes": 2048,
+                        "activations_bytes": 2048, "params_bytes": 1024,
+                        "outputs_bytes": 2048, "counter_width": 16, "requantizer": "serial",
+                        "hold_registers": False, "operand_skid": False},
 }
 
 
@@ -101,10 +110,11 @@ def _build(name, top_config):
     print(f"qaccel: preparing the co-simulation of configuration {name!r} "
           f"(the first time this builds the RTL with Verilator: about a minute)",
           file=sys.stderr, flush=True)
+    module = f"qaccel_{name.replace('-', '_')}"   # a Verilog identifier
     if top_config.baud:
-        return build_cosim(UARTAcceleratorTop(top_config), f"qaccel_{name}", uart=True,
+        return build_cosim(UARTAcceleratorTop(top_config), module, uart=True,
                            clocks_per_bit=top_config.clock_hz // top_config.baud)
-    return build_cosim(AcceleratorTop(top_config), f"qaccel_{name}")
+    return build_cosim(AcceleratorTop(top_config), module)
 
 
 def open_embedded(name="default"):

@@ -46,6 +46,7 @@ class DeviceConfig:
     binary_max_k: int = 1024
     binary_max_n: int = 64
     max_thresholds: int = 4
+    counter_width: int = 40
 
     def capabilities(self):
         return proto.Capabilities(
@@ -57,7 +58,8 @@ class DeviceConfig:
             weights_bytes=self.weights_bytes, activations_bytes=self.activations_bytes,
             params_bytes=self.params_bytes, outputs_bytes=self.outputs_bytes,
             clock_hz=self.clock_hz, baud=self.baud, binary_max_k=self.binary_max_k,
-            binary_max_n=self.binary_max_n, max_thresholds=self.max_thresholds)
+            binary_max_n=self.binary_max_n, max_thresholds=self.max_thresholds,
+            counter_width=self.counter_width)
 
 
 _STATE_CHANGING = frozenset({proto.Opcode.WRITE, proto.Opcode.RUN, proto.Opcode.RESET})
@@ -168,7 +170,8 @@ class ReferenceDevice:
 
     def _do_counters(self, body):
         self._expect_length(body, 0)
-        return b"".join(self.counters[c].to_bytes(8, "little") for c in proto.Counter)
+        mask = (1 << self.config.counter_width) - 1   # the device's counters wrap
+        return b"".join((self.counters[c] & mask).to_bytes(8, "little") for c in proto.Counter)
 
     def _do_reset(self, body):
         self._expect_length(body, 0)

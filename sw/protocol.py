@@ -38,7 +38,7 @@ __all__ = [
     "write_body", "read_body", "parse_counters", "IDEMPOTENT_OPCODES",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 DELIMITER = 0x00
 REPLY_FLAG = 0x80
 #: Most data bytes in one WRITE or one READ reply.
@@ -349,12 +349,14 @@ class Capabilities(_Struct):
     binary_max_k: int       #: longest binary reduction (bits) the binary engine holds
     binary_max_n: int       #: most binary output channels the binary engine holds
     max_thresholds: int     #: most thresholds per binary output channel
+    counter_width: int      #: bits per performance counter: they wrap at 2**counter_width
 
     _FIELDS = (("protocol_version", "B"), ("engines", "B"), ("rows", "B"), ("cols", "B"),
                ("pe", "B"), ("simd", "H"), ("dsp_backend", "B"), ("max_payload", "H"),
                ("weights_bytes", "I"), ("activations_bytes", "I"), ("params_bytes", "I"),
                ("outputs_bytes", "I"), ("clock_hz", "I"), ("baud", "I"),
-               ("binary_max_k", "H"), ("binary_max_n", "H"), ("max_thresholds", "B"))
+               ("binary_max_k", "H"), ("binary_max_n", "H"), ("max_thresholds", "B"),
+               ("counter_width", "B"))
 
     DSP_BACKENDS = ("generic", "ice40", "ecp5", "dsp48e2")
 

@@ -78,6 +78,17 @@ def test_counters_and_info():
         assert acc.counters()["macs"] == 5 * 7 * 6
         acc.reset()
         assert acc.counters()["macs"] == 0
+        assert acc.info.counter_width == 40
+
+
+def test_counters_wrap_at_the_reported_width():
+    """A device with 16-bit counters (INFO says so) reads them modulo 2**16."""
+    with open_model(DeviceConfig(counter_width=16)) as acc:
+        assert acc.info.counter_width == 16
+        a = np.ones((40, 64), np.int8)
+        w = np.ones((64, 30), np.int8)
+        acc.gemm(a, w)
+        assert acc.counters()["macs"] == (40 * 64 * 30) % 2**16 != 40 * 64 * 30
 
 
 @pytest.mark.parametrize("call, error, match", [

@@ -145,3 +145,29 @@ def test_serial_path_over_the_uart_pins():
         acc.write_buffer(proto.BufferId.WEIGHTS, 0, data)
         assert acc.read_buffer(proto.BufferId.WEIGHTS, 0, len(data)) == data
         assert acc.stats.retries == 0 and acc.stats.naks == 0
+
+
+@pytest.mark.xdist_group("cosim-icebreaker-int8")
+def test_icebreaker_int8_configuration():
+    """The iCEBreaker's INT8 build (2x2, serial requantizer, no hold registers or operand
+    skid, 16-bit counters), co-simulated: tiled GEMMs, int32 and requantized, bit for bit
+    with the golden model; INFO reports the counters' width and they wrap at it."""
+    rng = np.random.default_rng(5)
+    with Accelerator.open("sim:icebreaker-int8") as acc:
+        assert (acc.info.rows, acc.info.cols, acc.info.has_binary) == (2, 2, False)
+        assert acc.info.counter_width == 16
+        acc.reset()
+        shapes = [(1, 1, 1), (3, 5, 3), (7, 40, 9), (2, 700, 2), (8, 300, 14)]
+        for m, k, n in shapes:
+            a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+            w = rng.integers(-128, 128, (k, n), dtype=np.int8)
+            bias = rng.integers(-2**20, 2**20, n).astype(np.int32)
+            acc32 = golden.gemm_int8(a, w).astype(np.int64) + bias
+            acc32 = ((acc32 + 2**31) % 2**32 - 2**31).astype(np.int32)
+            np.testing.assert_array_equal(acc.gemm(a, w, bias=bias), acc32)
+            m0, shift = golden.quantize_multiplier(10 ** rng.uniform(-5, 0, n))
+            np.testing.assert_array_equal(
+                acc.gemm(a, w, bias=bias, m0=m0, shift=shift, zp_out=-4, act_min=-90),
+                golden.requantize(acc32, m0, shift, -4, -90, 127))
+        macs = 2 * sum(m * k * n for m, k, n in shapes)
+        assert macs > 2**16 and acc.counters()["macs"] == macs % 2**16

@@ -53,7 +53,7 @@ def device_config(config):
         activations_bytes=config.activations_bytes, params_bytes=config.params_bytes,
         outputs_bytes=config.outputs_bytes, clock_hz=config.clock_hz, baud=config.baud,
         binary_max_k=config.binary_max_k, binary_max_n=config.binary_max_n,
-        max_thresholds=config.max_thresholds)
+        max_thresholds=config.max_thresholds, counter_width=config.counter_width)
 
 
 class Mismatch(AssertionError):
