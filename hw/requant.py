@@ -198,7 +198,48 @@ def requant_layouts(channels, tag_width=0):
     return input_layout, param_layout, output_layout
 
 
-class Requantizer(wiring.Component):
+class _RequantizerPorts(wiring.Component):
+    """What :class:`Requantizer` and the serial requantizer share: parameter checks, the
+    payload layouts and the ports (documented on :class:`Requantizer`)."""
+
+    def __init__(self, channels, tag_width):
+        _check_channels(channels)
+        _check_tag_width(tag_width)
+        self._channels = channels
+        self._tag_width = tag_width
+        self._input_layout, self._param_layout, self._output_layout = \
+            requant_layouts(channels, tag_width)
+        super().__init__({
+            "i": In(stream.Signature(self._input_layout)),
+            "param": In(stream.Signature(self._param_layout)),
+            "o": Out(stream.Signature(self._output_layout)),
+            "zp_out": In(signed(8)),
+            "act_min": In(signed(8), init=-128),
+            "act_max": In(signed(8), init=127),
+        })
+
+    @property
+    def channels(self):
+        return self._channels
+
+    @property
+    def tag_width(self):
+        return self._tag_width
+
+    @property
+    def input_layout(self):
+        return self._input_layout
+
+    @property
+    def param_layout(self):
+        return self._param_layout
+
+    @property
+    def output_layout(self):
+        return self._output_layout
+
+
+class Requantizer(_RequantizerPorts):
     """Bias, MultiplyByQuantizedMultiplier, output zero point and clamp, per output channel.
 
     Parameters
@@ -252,20 +293,8 @@ class Requantizer(wiring.Component):
         if mult_cycles not in MULT_CYCLES:
             raise ValueError(
                 f"Multiplier cycle count must be one of {MULT_CYCLES}, not {mult_cycles}")
-        _check_tag_width(tag_width)
-        self._channels = channels
         self._mult_cycles = mult_cycles
-        self._tag_width = tag_width
-        self._input_layout, self._param_layout, self._output_layout = \
-            requant_layouts(channels, tag_width)
-        super().__init__({
-            "i": In(stream.Signature(self._input_layout)),
-            "param": In(stream.Signature(self._param_layout)),
-            "o": Out(stream.Signature(self._output_layout)),
-            "zp_out": In(signed(8)),
-            "act_min": In(signed(8), init=-128),
-            "act_max": In(signed(8), init=127),
-        })
+        super().__init__(channels, tag_width)
 
     @staticmethod
     def timing(mult_cycles):
@@ -273,28 +302,8 @@ class Requantizer(wiring.Component):
         return mult_cycles, mult_cycles + 5
 
     @property
-    def channels(self):
-        return self._channels
-
-    @property
     def mult_cycles(self):
         return self._mult_cycles
-
-    @property
-    def tag_width(self):
-        return self._tag_width
-
-    @property
-    def input_layout(self):
-        return self._input_layout
-
-    @property
-    def param_layout(self):
-        return self._param_layout
-
-    @property
-    def output_layout(self):
-        return self._output_layout
 
     @property
     def cycles_per_result(self):

@@ -31,12 +31,11 @@ Cost, on an iCE40 (Yosys ``synth_ice40``, 8 channels, 11-bit tag): about a third
 logic cells of the pipelined requantizer with ``mult_cycles=8``; see ``docs/INT8_ENGINE.md``.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import enum, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import enum
 
-from .requant import (_INT32_MAX, _INT32_MIN, _NUDGE, _check_channels, _check_tag_width,
-                      _narrow, _output_value, _parameter_memory, requant_layouts)
+from .requant import (_INT32_MAX, _INT32_MIN, _NUDGE, _narrow, _output_value,
+                      _parameter_memory, _RequantizerPorts)
 
 __all__ = ["SerialRequantizer"]
 
@@ -54,7 +53,7 @@ class _State(enum.Enum, shape=3):
     OUT = 6
 
 
-class SerialRequantizer(wiring.Component):
+class SerialRequantizer(_RequantizerPorts):
     """Bias, MultiplyByQuantizedMultiplier, output zero point and clamp, one item at a time.
 
     Same ports, parameters semantics and results as
@@ -75,20 +74,7 @@ class SerialRequantizer(wiring.Component):
     """
 
     def __init__(self, channels, *, tag_width=0):
-        _check_channels(channels)
-        _check_tag_width(tag_width)
-        self._channels = channels
-        self._tag_width = tag_width
-        self._input_layout, self._param_layout, self._output_layout = \
-            requant_layouts(channels, tag_width)
-        super().__init__({
-            "i": In(stream.Signature(self._input_layout)),
-            "param": In(stream.Signature(self._param_layout)),
-            "o": Out(stream.Signature(self._output_layout)),
-            "zp_out": In(signed(8)),
-            "act_min": In(signed(8), init=-128),
-            "act_max": In(signed(8), init=127),
-        })
+        super().__init__(channels, tag_width)
 
     @staticmethod
     def timing(shift):
@@ -101,26 +87,6 @@ class SerialRequantizer(wiring.Component):
             raise ValueError(f"Shift must be in -31..30, not {shift}")
         latency = 36 + max(shift, 0) + max(-shift - 1, 0)
         return latency + 1, latency
-
-    @property
-    def channels(self):
-        return self._channels
-
-    @property
-    def tag_width(self):
-        return self._tag_width
-
-    @property
-    def input_layout(self):
-        return self._input_layout
-
-    @property
-    def param_layout(self):
-        return self._param_layout
-
-    @property
-    def output_layout(self):
-        return self._output_layout
 
     @property
     def cycles_per_result(self):

@@ -25,6 +25,20 @@ def random_gemm(rng, acc, max_size):
     return a, w
 
 
+def check_gemm(acc, rng, a, w, *, zp_out, act_min):
+    """``a @ w`` with a random bias, int32 and requantized (random multipliers), on the device
+    and in the golden model, bit for bit."""
+    n = w.shape[1]
+    bias = rng.integers(-2**20, 2**20, n).astype(np.int32)
+    acc32 = golden.gemm_int8(a, w).astype(np.int64) + bias
+    acc32 = ((acc32 + 2**31) % 2**32 - 2**31).astype(np.int32)
+    np.testing.assert_array_equal(acc.gemm(a, w, bias=bias), acc32)
+    m0, shift = golden.quantize_multiplier(10 ** rng.uniform(-5, 0, n))
+    np.testing.assert_array_equal(
+        acc.gemm(a, w, bias=bias, m0=m0, shift=shift, zp_out=zp_out, act_min=act_min),
+        golden.requantize(acc32, m0, shift, zp_out, act_min, 127))
+
+
 def test_info_is_read_from_the_device(acc):
     assert (acc.info.rows, acc.info.cols) == (4, 4)
     assert acc.info.has_int8 and acc.info.has_binary
@@ -40,15 +54,7 @@ def test_gemm_random_shapes_int32_and_requantized(acc):
             w = rng.integers(-128, 128, (k, n), dtype=np.int8)
         else:
             a, w = random_gemm(rng, acc, 3 * 4 + 3)  # several times the array in every dim
-        n = w.shape[1]
-        bias = rng.integers(-2**20, 2**20, n).astype(np.int32)
-        acc32 = golden.gemm_int8(a, w).astype(np.int64) + bias
-        acc32 = ((acc32 + 2**31) % 2**32 - 2**31).astype(np.int32)
-        np.testing.assert_array_equal(acc.gemm(a, w, bias=bias), acc32)
-        m0, shift = golden.quantize_multiplier(10 ** rng.uniform(-5, 0, n))
-        np.testing.assert_array_equal(
-            acc.gemm(a, w, bias=bias, m0=m0, shift=shift, zp_out=3, act_min=-50),
-            golden.requantize(acc32, m0, shift, 3, -50, 127))
+        check_gemm(acc, rng, a, w, zp_out=3, act_min=-50)
 
 
 def test_large_k_uses_the_array_well(acc):
@@ -161,13 +167,6 @@ def test_icebreaker_int8_configuration():
         for m, k, n in shapes:
             a = rng.integers(-128, 128, (m, k), dtype=np.int8)
             w = rng.integers(-128, 128, (k, n), dtype=np.int8)
-            bias = rng.integers(-2**20, 2**20, n).astype(np.int32)
-            acc32 = golden.gemm_int8(a, w).astype(np.int64) + bias
-            acc32 = ((acc32 + 2**31) % 2**32 - 2**31).astype(np.int32)
-            np.testing.assert_array_equal(acc.gemm(a, w, bias=bias), acc32)
-            m0, shift = golden.quantize_multiplier(10 ** rng.uniform(-5, 0, n))
-            np.testing.assert_array_equal(
-                acc.gemm(a, w, bias=bias, m0=m0, shift=shift, zp_out=-4, act_min=-90),
-                golden.requantize(acc32, m0, shift, -4, -90, 127))
+            check_gemm(acc, rng, a, w, zp_out=-4, act_min=-90)
         macs = 2 * sum(m * k * n for m, k, n in shapes)
         assert macs > 2**16 and acc.counters()["macs"] == macs % 2**16
