@@ -267,13 +267,15 @@ class CommandSequencer(wiring.Component):
         run_cycles = Signal(32)
         running = run_state == proto.RunState.BUSY
         m.d.comb += self.running.eq(running)
-        work = Signal(self.counter_width)  # m * k * n of the run in progress
         run_is_int8 = Signal()
-        # The finished run's work goes to the counters one cycle after run_done (from a
-        # register): run_done comes from deep in the engine controllers, and the counters'
-        # adders are long carry chains. `work` and `run_is_int8` hold until the next START.
+        # The finished run's work (m * k * n, the `work_full` product of the RUN's checks,
+        # below) goes to the counters one cycle after run_done, from registers: run_done
+        # comes from deep in the engine controllers, and the counters' adders are long carry
+        # chains. `work_full` and `run_is_int8` hold until the next RUN is checked, which
+        # cannot start while this one runs (BUSY).
         run_finished = Signal()
         m.d.sync += run_finished.eq(running & self.run_done)
+        work = Signal(self.counter_width)
         m.d.comb += [self.macs.eq(Mux(run_finished & run_is_int8, work, 0)),
                      self.binary_ops.eq(Mux(run_finished & ~run_is_int8, work, 0))]
         with m.If(running):
@@ -393,6 +395,7 @@ class CommandSequencer(wiring.Component):
         w_len = Signal(length_width)
         mn = Signal(length_width)
         work_full = Signal(x_width + 17)
+        m.d.comb += work.eq(work_full)
         nt = Signal(length_width)
         packed_out = Signal(length_width)
         products = [a_len, w_len, mn, work_full, nt, packed_out]
@@ -402,15 +405,26 @@ class CommandSequencer(wiring.Component):
         n_pad = (((d_n + caps.cols - 1) >> cols_log2) << cols_log2)[:17]
         row_bytes = (((d_k + caps.simd - 1) >> simd_log2) << simd_bytes_log2)[:32]
         packed_row = (((d_n + caps.simd - 1) >> simd_log2) << simd_bytes_log2)[:32]
+        def by_engine(int8_value, binary_value):
+            # a build with one engine checks only its descriptors (the engine check refuses
+            # the other's), so it needs no multiplexer
+            if not caps.has_binary:
+                return int8_value
+            if not caps.has_int8:
+                return binary_value
+            return Mux(is_int8, int8_value, binary_value)
+
         # (x, y) of each product: x up to 32 bits, y up to 17 bits
         operands = [
-            (Mux(is_int8, d_k, row_bytes), Mux(is_int8, m_pad, d_m)),   # activations bytes
-            (Mux(is_int8, d_k, row_bytes), Mux(is_int8, n_pad, d_n)),   # weights bytes
+            (by_engine(d_k, row_bytes), by_engine(m_pad, d_m)),         # activations bytes
+            (by_engine(d_k, row_bytes), by_engine(n_pad, d_n)),         # weights bytes
             (d_n, d_m),                                                 # m * n
             (mn, d_k),                                                  # m * n * k
             (t_count, d_n),                                             # n * thresholds
             (packed_row, d_m),                                          # packed binary rows
         ]
+        if not caps.has_binary:   # the binary regions' products are not needed
+            del products[4:], operands[4:]
         product_index = Signal(range(len(products) + 1))
         region_width = max(length_width + 2, 20)
         out_len = Signal(region_width)
@@ -874,7 +888,7 @@ class CommandSequencer(wiring.Component):
             with m.State("START"):
                 m.d.comb += [self.int8_start.eq(is_int8), self.binary_start.eq(~is_int8)]
                 m.d.sync += [run_state.eq(proto.RunState.BUSY), run_cycles.eq(0),
-                             run_is_int8.eq(is_int8), work.eq(work_full)]
+                             run_is_int8.eq(is_int8)]
                 finish(proto.Status.OK, record_it=1)
 
             with m.State("FINISH"):
