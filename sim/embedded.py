@@ -17,10 +17,9 @@ Configurations
     The default behind the UART PHY, reached through a pseudo-terminal and pyserial (the
     serial code path of the driver, unchanged).
 ``icebreaker-int8``
-    The iCEBreaker's INT8 build (``qaccel build --rows 2 --cols 2 --no-binary
-    --counter-width 16``): 2x2 INT8 array alone, 2 KiB buffers, 16-bit counters, the serial
-    requantizer, no hold registers or operand skid (generic multipliers in place of the
-    SB_MAC16).
+    The iCEBreaker's INT8 build (``qaccel build --rows 2 --cols 2 --no-binary``): 2x2 INT8
+    array alone, 2 KiB buffers, 32-bit counters, the serial requantizer, no hold registers or
+    operand skid (generic multipliers in place of the SB_MAC16).
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ CONFIGS = {
     "uart": {"baud": 1_200_000},
     "icebreaker-int8": {"rows": 2, "cols": 2, "binary": False, "weights_bytes": 2048,
                         "activations_bytes": 2048, "params_bytes": 1024,
-                        "outputs_bytes": 2048, "counter_width": 16, "requantizer": "serial",
+                        "outputs_bytes": 2048, "counter_width": 32, "requantizer": "serial",
                         "hold_registers": False, "operand_skid": False},
 }
 

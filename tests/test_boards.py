@@ -143,7 +143,7 @@ def test_top_on_icebreaker_fit_check(tmp_path):
     logic = accelerator_top.min_logic_cells(config, board.family)
     assert logic[0] > board.device_totals["lut"]
     started = time.monotonic()
-    with pytest.raises(DoesNotFit, match="4x4 INT8 engine .* needs at least 6207 logic cells "
+    with pytest.raises(DoesNotFit, match="4x4 INT8 engine .* needs at least 6211 logic cells "
                                          "but the iCE40UP5K has 5280: use a 2x2 INT8 array "
                                          "alone"):
         build(board, config.replace(binary=False), design="top", out_dir=tmp_path,
@@ -151,7 +151,7 @@ def test_top_on_icebreaker_fit_check(tmp_path):
     assert time.monotonic() - started < 5
     assert not any(tmp_path.iterdir())
     small = config.replace(rows=2, cols=2, binary=False)
-    assert accelerator_top.min_logic_cells(small, board.family)[0] == 5007
+    assert accelerator_top.min_logic_cells(small, board.family)[0] == 4891
     assert check_fit(board, small, accelerator_top.memory_shapes(small)).dsp == 2
     binary = config.replace(int8=False, pe=2)
     assert accelerator_top.min_logic_cells(binary, board.family) is None
@@ -189,7 +189,7 @@ def test_cli_too_large_is_fast(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result
     assert "needs 32 SB_MAC16" in result.stderr
-    assert "needs at least 11007 logic cells" in result.stderr
+    assert "needs at least 11491 logic cells" in result.stderr
     assert time.monotonic() - started < 15
     assert not (tmp_path / "b").exists()
 
@@ -566,9 +566,9 @@ def test_icebreaker_default_bitstream(tmp_path):
 @pytest.mark.slow
 def test_icebreaker_int8_top_bitstream(tmp_path):
     """The accelerator top with its INT8 engine on the UP5K: 2x2 (2 SB_MAC16, dual 8x8) alone,
-    16-bit counters, with the iCEBreaker's small-INT8 choices (serial requantizer, no hold
-    registers, no operand skid): a bitstream, SB_MAC16 as estimated, timing met at 24 MHz,
-    the INFO the host tiles with. (4x4 needs about 1600 cells more: docs/BOARDS.md.)"""
+    with the iCEBreaker's small-INT8 choices (serial requantizer, no hold registers, no
+    operand skid): a bitstream, SB_MAC16 as estimated, timing met at 24 MHz, the INFO the
+    host tiles with. (4x4 needs about 1300 cells more: docs/BOARDS.md.)"""
     from qaccel.boards.build import Progress, build
     from qaccel.boards.designs import top_config
 
@@ -577,11 +577,10 @@ def test_icebreaker_int8_top_bitstream(tmp_path):
         if not status.found:
             pytest.skip(f"{status.tool} not installed (the build extra)")
     config = board.config(rows=2, cols=2, int8=True, binary=False)
-    config = config.replace(options={**config.options, "counter_width": 16})
     top = top_config(config)
     assert (top.requantizer, top.hold_registers, top.operand_skid) == ("serial", False, False)
     caps = top.capabilities()
-    assert (caps.engines, caps.rows, caps.cols) == (1, 2, 2)
+    assert (caps.engines, caps.rows, caps.cols, caps.counter_width) == (1, 2, 2, 32)
     result = build(board, config, design="top", out_dir=tmp_path, progress=Progress(None))
     assert result.bitstream.stat().st_size > 100_000
     report = json.loads((tmp_path / "report.json").read_text())
