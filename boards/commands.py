@@ -78,6 +78,10 @@ def _config_from_args(board, args):
                           simd=args.simd, int8=int8, binary=binary, clock_hz=args.clock,
                           baud=args.baud)
     if args.counter_width is not None:
+        design = args.design if args.design is not None else board.default_design
+        if design != "top":
+            raise ValueError(f"--counter-width sets the accelerator top's counters; the "
+                             f"{design!r} design has none of its own (use --design top)")
         config = config.replace(options={**config.options,
                                          "counter_width": args.counter_width})
     return config

@@ -412,6 +412,29 @@ def test_cli_boards_lists_every_board():
     assert "standin: INT8 16x16" in text
 
 
+def test_cli_counter_width(tmp_path, capsys):
+    """--counter-width reaches the top's configuration, is checked there, and is refused for
+    a design without the top's counters; nothing is built in any of these cases."""
+    import argparse
+
+    from qaccel.boards.commands import _config_from_args, add_build_options
+    from qaccel.boards.designs import top_config
+    from qaccel.cli import main
+
+    parser = argparse.ArgumentParser()
+    add_build_options(parser)
+    board = get_board("icebreaker")
+    config = _config_from_args(board, parser.parse_args(["--counter-width", "24"]))
+    assert top_config(config).counter_width == 24
+    assert top_config(board.config()).counter_width == 32
+    assert main(["build", "--counter-width", "8", "--out", str(tmp_path / "a")]) == 2
+    assert "counter_width must be in 16..64, not 8" in capsys.readouterr().err
+    assert main(["build", "--design", "standin", "--counter-width", "16",
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "the 'standin' design has none of its own" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_cli_program_without_bitstream(tmp_path, capsys):
     from qaccel.cli import main
 
