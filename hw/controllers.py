@@ -121,7 +121,7 @@ class Int8Controller(wiring.Component):
     operand_skid : bool
         ``True``: the operand pairs reach the array through a register slice (a shorter
         path from the array's control to the buffer read enables). ``False``: directly,
-        ``8 * (rows + cols)`` flip-flops pairs less.
+        ``16 * (rows + cols)`` flip-flops less.
     address_width : int
         Byte address width of the descriptor fields.
     word_widths : dict

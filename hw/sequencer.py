@@ -405,6 +405,7 @@ class CommandSequencer(wiring.Component):
         n_pad = (((d_n + caps.cols - 1) >> cols_log2) << cols_log2)[:17]
         row_bytes = (((d_k + caps.simd - 1) >> simd_log2) << simd_bytes_log2)[:32]
         packed_row = (((d_n + caps.simd - 1) >> simd_log2) << simd_bytes_log2)[:32]
+
         def by_engine(int8_value, binary_value):
             # a build with one engine checks only its descriptors (the engine check refuses
             # the other's), so it needs no multiplexer

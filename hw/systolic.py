@@ -253,7 +253,7 @@ class SystolicArray(wiring.Component):
         for j in range(cols):
             m.d.comb += self.o.payload.data[j].eq(skid.o.payload.data[j])
 
-        row_done = Signal(rows)   # row i's results are in its hold registers
+        row_done = Signal(rows)   # row i's totals are complete (held, or in its accumulators)
         row_end = Signal(rows)    # ... and it is the tile's last row
         out_valid = row_done.any()
         enable = Signal()
