@@ -190,10 +190,13 @@ def estimate(board, config, memories=None, logic=None):
     bram_available = totals.get("bram", 0)
     spram_available = totals.get("spram", 0)
     if bram > bram_available:
+        # with both engines, leaving one out frees its memories
+        one_engine = (" or leave an engine out (--no-binary, --no-int8)"
+                      if config.int8 and config.binary else "")
         problems.append(
             f"the memories need {bram} block RAMs of {board.bram_bits // 1024} kbit but the "
             f"{board.device} has {bram_available}: shrink the memories "
-            f"({'; '.join(f'{k} {v}' for k, v in memory_detail.items())})")
+            f"({'; '.join(f'{k} {v}' for k, v in memory_detail.items())}){one_engine}")
     lut_available = totals.get("lut", 0)
     if logic is not None and lut_available and logic[0] > lut_available:
         problems.append(f"{logic[1]} needs at least {logic[0]} logic cells but the "

@@ -150,6 +150,10 @@ def test_top_on_icebreaker_fit_check(tmp_path):
               progress=Progress(None))
     assert time.monotonic() - started < 5
     assert not any(tmp_path.iterdir())
+    both = config.replace(rows=2, cols=2)         # 2x2 INT8 with the binary engine
+    with pytest.raises(DoesNotFit, match=r"shrink the memories .*\) or leave an engine out "
+                                         r"\(--no-binary, --no-int8\)"):
+        check_fit(board, both, accelerator_top.memory_shapes(both))
     small = config.replace(rows=2, cols=2, binary=False)
     assert accelerator_top.min_logic_cells(small, board.family)[0] == 4891
     assert check_fit(board, small, accelerator_top.memory_shapes(small)).dsp == 2
