@@ -75,7 +75,7 @@ def make_design(channels, mult_cycles):
 def timing(mult_cycles):
     """``(cycles per result, latency)`` as printed: ranges for the serial requantizer."""
     if mult_cycles == SERIAL:
-        low, high = SerialRequantizer.timing(0), SerialRequantizer.timing(30)
+        low, high = SerialRequantizer.timing_bounds()
         return f"{low[0]}-{high[0]}", f"{low[1]}-{high[1]}"
     return Requantizer.timing(mult_cycles)
 

@@ -70,7 +70,7 @@ class SerialRequantizer(_RequantizerPorts):
     Attributes
     ----------
     cycles_per_result, latency : int
-        The largest values of :meth:`timing` (shift 30 or -31): for budgets.
+        The largest values of :meth:`timing` (:meth:`timing_bounds`): for budgets.
     """
 
     def __init__(self, channels, *, tag_width=0):
@@ -88,13 +88,19 @@ class SerialRequantizer(_RequantizerPorts):
         latency = 36 + max(shift, 0) + max(-shift - 1, 0)
         return latency + 1, latency
 
+    @staticmethod
+    def timing_bounds():
+        """``(fewest, most)``: the :meth:`timing` of the fastest and the slowest shift."""
+        timings = [SerialRequantizer.timing(shift) for shift in range(-31, 31)]
+        return min(timings), max(timings)
+
     @property
     def cycles_per_result(self):
-        return max(self.timing(30)[0], self.timing(-31)[0])
+        return self.timing_bounds()[1][0]
 
     @property
     def latency(self):
-        return max(self.timing(30)[1], self.timing(-31)[1])
+        return self.timing_bounds()[1][1]
 
     def elaborate(self, platform):
         m = Module()

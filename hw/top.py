@@ -190,8 +190,8 @@ class TopConfig:
     def requant_cycles(self):
         """``(fewest, most)`` clock cycles the requantizer spends per result, no stalls."""
         if self.requantizer == "serial":
-            per_result = [SerialRequantizer.timing(shift)[0] for shift in range(-31, 31)]
-            return min(per_result), max(per_result)
+            fewest, most = SerialRequantizer.timing_bounds()
+            return fewest[0], most[0]
         return self.mult_cycles, self.mult_cycles
 
     def capabilities(self):

@@ -108,8 +108,7 @@ class Design:
         self.serial = mult_cycles == "serial"
         if self.serial:   # the largest values, for budgets; timing(shift) is exact
             self.timing = SerialRequantizer.timing
-            self.cycles_per_result = max(self.timing(30)[0], self.timing(-31)[0])
-            self.latency = max(self.timing(30)[1], self.timing(-31)[1])
+            self.cycles_per_result, self.latency = SerialRequantizer.timing_bounds()[1]
         else:
             self.cycles_per_result, self.latency = Requantizer.timing(mult_cycles)
 
