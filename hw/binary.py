@@ -269,6 +269,9 @@ class BinaryEngine(wiring.Component):
         slot = Signal(range(max_t))                    # threshold being loaded
         channels_left = Signal(range(self.max_n + 1))
         vectors_left = Signal(16)
+        # `vectors_left != 0`, kept in a register: the 16-bit comparison heads the fold
+        # issue's handshake chain (the iCEBreaker top's critical path).
+        vectors_running = Signal()
         first_pass = Signal()                          # output fold 0: words come from `a`
 
         # A down-counter compared with a constant: `kpos + simd >= k` (an adder and a
@@ -386,7 +389,8 @@ class BinaryEngine(wiring.Component):
                         k.eq(cmd.k), n.eq(cmd.n), n_thr.eq(cmd.t), mode.eq(cmd.mode),
                         bits_left.eq(cmd.k), fold.eq(0), lane.eq(0), base.eq(0), waddr.eq(0),
                         nf.eq(0), slot.eq(0), channels_left.eq(cmd.n),
-                        vectors_left.eq(cmd.m), first_pass.eq(1),
+                        vectors_left.eq(cmd.m), vectors_running.eq(cmd.m.any()),
+                        first_pass.eq(1),
                     ]
                     # The checks are registered and acted on in DECODE: a command's fields
                     # come from far away (the RUN descriptor), and its checks are wide.
@@ -452,7 +456,7 @@ class BinaryEngine(wiring.Component):
                         m.d.sync += slot.eq(slot + 1)
 
             with m.State("RUN"):
-                running = vectors_left != 0
+                running = vectors_running
                 m.d.comb += [
                     issue.eq(running & (~first_pass | self.a.valid)),
                     self.a.ready.eq(running & first_pass & advance),
@@ -505,7 +509,8 @@ class BinaryEngine(wiring.Component):
                 m.d.sync += [bits_left.eq(k), fold.eq(0)]
                 with m.If(last_nf):
                     m.d.sync += [first_pass.eq(1), channels_left.eq(n), waddr.eq(0), nf.eq(0),
-                                 vectors_left.eq(vectors_left - 1)]
+                                 vectors_left.eq(vectors_left - 1),
+                                 vectors_running.eq(vectors_left != 1)]
                 with m.Else():
                     m.d.sync += [first_pass.eq(0), channels_left.eq(channels_left - pe),
                                  nf.eq(nf + 1)]

@@ -525,11 +525,16 @@ class BinaryController(wiring.Component):
         vectors_left = Signal(16)
         byte_index = Signal(range(simd_bytes))
         result = engine.o.payload
-        packed = d.thresholds == 1
+        # The output format, registered at start: decoded from the descriptor in the same
+        # cycle, it was the iCEBreaker build's critical path into the OUTPUTS write data.
+        raw = Signal()
+        packed = Signal()
+        with m.If(self.start):
+            m.d.sync += [raw.eq(d.thresholds == 0), packed.eq(d.thresholds == 1)]
         last_byte = byte_index == simd_bytes - 1
         m.d.comb += engine.o.ready.eq(~packed | last_byte)
         with m.If(engine.o.valid):
-            with m.If(d.thresholds == 0):
+            with m.If(raw):
                 m.d.comb += [self.outputs_wr_addr.eq(out_pointer >> 2),
                              self.outputs_wr_data.eq(result.data[:32]),
                              self.outputs_wr_en.eq(0b1111)]
