@@ -481,13 +481,18 @@ class CommandSequencer(wiring.Component):
         scan_pending_phase = Signal()
         scan_bad = Signal()
         # A byte read arrives two cycles after its address (the buffers' read latency):
-        # scan_pending, then scan_checking, follow each read.
+        # scan_pending, then scan_checking, follow each read. The byte is registered
+        # (scan_byte) before it is checked: the buffers' multiplexer, the range check and
+        # scan_bad's enable were the iCEBreaker top's critical path.
         scan_checking = Signal()
         scan_checking_phase = Signal()
-        shift_value = self.host_rd_data.as_signed()
-        byte_bad = Mux(scan_checking_phase,
+        scan_byte = Signal(8)
+        scan_byte_valid = Signal()
+        scan_byte_phase = Signal()
+        shift_value = scan_byte.as_signed()
+        byte_bad = Mux(scan_byte_phase,
                        (shift_value < golden.SHIFT_MIN) | (shift_value > golden.SHIFT_MAX),
-                       self.host_rd_data[7])
+                       scan_byte[7])
 
         # ---- descriptor out (held during the run: nothing parses while running) -------------
         desc = self.descriptor
@@ -502,17 +507,20 @@ class CommandSequencer(wiring.Component):
         ]
 
         # ---- reply generator ------------------------------------------------------------------
-        reply_total = Signal(range(_REPLY_HEADER + proto.MAX_REPLY_BODY + 1))
-        reply_index = Signal.like(reply_total)
+        # the index of the reply's last byte (a register: `reply_index == total - 1` was a
+        # carry chain on the reply's handshake)
+        reply_last = Signal(range(_REPLY_HEADER + proto.MAX_REPLY_BODY))
+        reply_index = Signal(range(_REPLY_HEADER + proto.MAX_REPLY_BODY + 1))
         out_valid = Signal()
         out_byte = Signal(8)
         out_last = Signal()
         m.d.comb += [self.reply.valid.eq(out_valid), self.reply.payload.data.eq(out_byte),
                      self.reply.payload.last.eq(out_last)]
-        replying = Signal()
+        replying = Signal()        # in REPLY, kept as a register (the state decode is deep)
         advance = ~out_valid | self.reply.ready
         loading = Signal()
-        reply_left = Signal()      # reply_index < reply_total, kept as a register
+        reply_left = Signal()      # reply_index <= reply_last, kept as a register
+        in_body = Signal()         # reply_index >= _REPLY_HEADER, kept as a register
 
         # Reply bodies are produced ahead of the reply into a small FIFO, and the reply takes
         # them from there. A READ byte arrives two cycles after its address (block RAM, then
@@ -559,7 +567,6 @@ class CommandSequencer(wiring.Component):
             body_fifo.w_data.eq(Mux(body_kind == BodyKind.READ, self.host_rd_data,
                                     table_byte_2)),
         ]
-        in_body = reply_index >= _REPLY_HEADER
         m.d.comb += [loading.eq(replying & advance & reply_left & (~in_body | body_fifo.r_rdy)),
                      body_fifo.r_en.eq(loading & in_body)]
         reply_byte = Signal(8)
@@ -574,9 +581,11 @@ class CommandSequencer(wiring.Component):
         with m.If(advance):
             m.d.sync += out_valid.eq(loading)
         with m.If(loading):
-            at_last = reply_index == reply_total - 1
+            at_last = reply_index == reply_last
             m.d.sync += [out_byte.eq(reply_byte), out_last.eq(at_last), reply_left.eq(~at_last),
                          reply_index.eq(reply_index + 1)]
+            with m.If(reply_index == _REPLY_HEADER - 1):
+                m.d.sync += in_body.eq(1)
         reply_finished = out_valid & self.reply.ready & out_last
 
         # ---- host byte ports -------------------------------------------------------------------
@@ -622,8 +631,8 @@ class CommandSequencer(wiring.Component):
                     m.d.comb += [take_nak.eq(1), self.crc_errors.eq(1), self.error.eq(1)]
                     m.d.sync += [seq.eq(0), opcode.eq(proto.Opcode.NAK),
                                  status.eq(proto.Status.CRC_ERROR), body_kind.eq(BodyKind.NONE),
-                                 reply_total.eq(_REPLY_HEADER), reply_index.eq(0),
-                                 reply_left.eq(1)]
+                                 reply_last.eq(_REPLY_HEADER - 1), reply_index.eq(0),
+                                 reply_left.eq(1), in_body.eq(0), replying.eq(1)]
                     m.next = "REPLY"
                 with m.Elif(self.frame_valid):
                     m.d.comb += [self.frames_rx.eq(1), self.activity.eq(1)]
@@ -858,7 +867,7 @@ class CommandSequencer(wiring.Component):
                     with m.Elif(region_index == len(regions) - 1):
                         m.d.sync += [scan_address.eq(p_offset + 7), scan_left.eq(d_n),
                                      scan_phase.eq(0), scan_pending.eq(0), scan_bad.eq(0),
-                                     scan_checking.eq(0)]
+                                     scan_checking.eq(0), scan_byte_valid.eq(0)]
                         with m.If(is_int8 & requant):
                             m.next = "SCAN"
                         with m.Else():
@@ -872,15 +881,18 @@ class CommandSequencer(wiring.Component):
                              self.host_rd_addr.eq(scan_address + scan_phase)]
                 m.d.sync += [scan_pending.eq(scan_left != 0), scan_pending_phase.eq(scan_phase),
                              scan_checking.eq(scan_pending),
-                             scan_checking_phase.eq(scan_pending_phase)]
-                with m.If(scan_checking & byte_bad):
+                             scan_checking_phase.eq(scan_pending_phase),
+                             scan_byte.eq(self.host_rd_data),
+                             scan_byte_valid.eq(scan_checking),
+                             scan_byte_phase.eq(scan_checking_phase)]
+                with m.If(scan_byte_valid & byte_bad):
                     m.d.sync += scan_bad.eq(1)
                 with m.If(scan_left != 0):
                     m.d.sync += scan_phase.eq(~scan_phase)
                     with m.If(scan_phase):
                         m.d.sync += [scan_address.eq(scan_address + PARAM_RECORD_BYTES),
                                      scan_left.eq(scan_left - 1)]
-                with m.Elif(~scan_pending & ~scan_checking):
+                with m.Elif(~scan_pending & ~scan_checking & ~scan_byte_valid):
                     with m.If(scan_bad):
                         finish(proto.Status.BAD_DESCRIPTOR, record_it=1)
                     with m.Else():
@@ -900,14 +912,14 @@ class CommandSequencer(wiring.Component):
                     m.d.sync += [last_valid.eq(1), last_seq.eq(seq), last_opcode.eq(opcode),
                                  last_status.eq(status)]
                 sent_body = Mux(status == proto.Status.OK, reply_body, 0)
-                m.d.sync += [reply_index.eq(0), reply_left.eq(1), fetch_index.eq(0),
-                             reply_total.eq(_REPLY_HEADER + sent_body),
+                m.d.sync += [reply_index.eq(0), reply_left.eq(1), in_body.eq(0), replying.eq(1),
+                             fetch_index.eq(0), reply_last.eq(_REPLY_HEADER - 1 + sent_body),
                              fetch_addr.eq(offset[:aw]), fetch_left.eq(sent_body)]
                 m.next = "REPLY"
 
             with m.State("REPLY"):
-                m.d.comb += replying.eq(1)
                 with m.If(reply_finished):
+                    m.d.sync += replying.eq(0)
                     m.next = "IDLE"
 
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | self.frame_valid | (naks != 0))
