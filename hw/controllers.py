@@ -331,11 +331,16 @@ class Int8Controller(wiring.Component):
         serial_column_address = Signal(aw)   # byte address of the column tile's first element
         serial_param_base = Signal(aw)       # word address of the column tile's first record
         element_shift = Mux(d.requant, 0, 2)
-        n_tile = Mux(fits(serial_n_left, cols), serial_n_left, cols)
-        end_of_row = serial_lane == n_tile - 1
+        # What the column and row counters are compared with, kept in registers that move
+        # with them: `serial_lane == min(n_left, cols) - 1` and the `<=` comparisons (carry
+        # chains) ahead of the array's output handshake were the ULX3S top's critical path.
+        serial_n_last = Signal(count)        # serial_n_left - 1
+        last_column_tile = Signal()          # serial_n_left <= cols
+        last_row_tile = Signal()             # serial_m_left <= rows
+        single_row_tile = Signal()           # m <= rows
+        end_of_row = (serial_lane == cols - 1) | (serial_n_last == serial_lane)
         tile_last = array.o.payload.last
-        last_row_tile = fits(serial_m_left, rows)
-        final = end_of_row & tile_last & last_row_tile & fits(serial_n_left, cols)
+        final = end_of_row & tile_last & last_row_tile & last_column_tile
         element_address = serial_row_address + (serial_lane << element_shift)
         accumulator = array.o.payload.data[serial_lane]
         params_ready = ~d.requant | (load_column > serial_column)
@@ -350,7 +355,10 @@ class Int8Controller(wiring.Component):
                 with m.If(tile_last & last_row_tile):
                     m.d.sync += [
                         serial_m_left.eq(d.m),
+                        last_row_tile.eq(single_row_tile),
                         serial_n_left.eq(serial_n_left - cols),
+                        serial_n_last.eq(serial_n_last - cols),
+                        last_column_tile.eq(fits(serial_n_left, 2 * cols)),
                         serial_column.eq(serial_column + 1),
                         serial_column_address.eq(serial_column_address + column_step),
                         serial_row_address.eq(serial_column_address + column_step),
@@ -360,11 +368,14 @@ class Int8Controller(wiring.Component):
                     m.d.sync += serial_row_address.eq(serial_row_address +
                                                       (d.n << element_shift))
                     with m.If(tile_last):
-                        m.d.sync += serial_m_left.eq(serial_m_left - rows)
+                        m.d.sync += [serial_m_left.eq(serial_m_left - rows),
+                                     last_row_tile.eq(fits(serial_m_left, 2 * rows))]
             with m.Else():
                 m.d.sync += serial_lane.eq(serial_lane + 1)
         with m.If(self.start):
             m.d.sync += [serial_lane.eq(0), serial_m_left.eq(d.m), serial_n_left.eq(d.n),
+                         serial_n_last.eq(d.n - 1), last_column_tile.eq(fits(d.n, cols)),
+                         last_row_tile.eq(fits(d.m, rows)), single_row_tile.eq(fits(d.m, rows)),
                          serial_column.eq(0), serial_row_address.eq(d.out_offset),
                          serial_column_address.eq(d.out_offset),
                          serial_param_base.eq(d.p_offset >> 2)]
