@@ -282,26 +282,40 @@ class Int8Controller(wiring.Component):
                          pair_valid.eq(0)]
 
         # ---- parameter loader (requantized mode) ---------------------------------------------
-        load_column = Signal(count)      # column tiles whose parameters are loaded
+        # Column tiles are counted by parity only (the requantizer's two parameter banks);
+        # `params_ahead` is how many tiles' parameters are loaded beyond the serializer's
+        # (0 to 2), kept as a counter rather than compared (two 16-bit comparisons were on
+        # the array's output handshake).
+        load_column = Signal()           # parity of the column tile being loaded
+        params_ahead = Signal(2)
         load_n_left = Signal(count)
+        load_n_last = Signal(count)      # load_n_left - 1
+        load_more = Signal()             # load_n_left != 0
         load_lane = Signal(range(cols))
         load_phase = Signal(2)
         load_busy = Signal()
         load_pointer = Signal(aw)     # word address of the record
         load_bias = Signal(32)
         load_m0 = Signal(32)
-        serial_column = Signal(count)
-        load_tile = Mux(fits(load_n_left, cols), load_n_left, cols)
+        serial_column = Signal()         # parity of the serializer's column tile
+        # The output format, registered at start (from the descriptor it is an 8-bit
+        # comparison on the output handshake).
+        requant_mode = Signal()
+        with m.If(self.start):
+            m.d.sync += requant_mode.eq(d.requant)
+        load_tile_end = (load_lane == cols - 1) | (load_n_last == load_lane)
+        column_loaded = Signal()
+        column_served = Signal()
+        m.d.sync += params_ahead.eq(params_ahead + column_loaded - column_served)
         param_port = requant.param.payload
         m.d.comb += [
-            param_port.channel.eq(Cat(load_lane, load_column[0])),
+            param_port.channel.eq(Cat(load_lane, load_column)),
             param_port.bias.eq(load_bias),
             param_port.m0.eq(load_m0[:31]),
             param_port.shift.eq(self.params_rd_data[:6]),
         ]
         with m.If(~load_busy):
-            with m.If(running & d.requant & (load_n_left != 0) &
-                      (load_column <= serial_column + 1)):
+            with m.If(running & requant_mode & load_more & ~params_ahead[1]):
                 m.d.sync += [load_busy.eq(1), load_phase.eq(0), load_lane.eq(0)]
         with m.Else():
             m.d.sync += load_phase.eq(load_phase + 1)
@@ -313,14 +327,17 @@ class Int8Controller(wiring.Component):
                 with m.Case(3):
                     m.d.comb += requant.param.valid.eq(1)
                     m.d.sync += load_pointer.eq(load_pointer + _PARAM_WORDS)
-                    with m.If(load_lane == load_tile - 1):
-                        m.d.sync += [load_busy.eq(0), load_column.eq(load_column + 1),
-                                     load_n_left.eq(Mux(fits(load_n_left, cols), 0,
-                                                        load_n_left - cols))]
+                    with m.If(load_tile_end):
+                        m.d.comb += column_loaded.eq(1)
+                        m.d.sync += [load_busy.eq(0), load_column.eq(~load_column),
+                                     load_n_left.eq(load_n_left - cols),
+                                     load_n_last.eq(load_n_last - cols),
+                                     load_more.eq(~fits(load_n_left, cols))]
                     with m.Else():
                         m.d.sync += load_lane.eq(load_lane + 1)
         with m.If(self.start):
-            m.d.sync += [load_column.eq(0), load_n_left.eq(d.n), load_busy.eq(0),
+            m.d.sync += [load_column.eq(0), load_n_left.eq(d.n), load_n_last.eq(d.n - 1),
+                         load_more.eq(d.n != 0), params_ahead.eq(0), load_busy.eq(0),
                          load_pointer.eq(d.p_offset >> 2)]
 
         # ---- serializer: output rows -> one column per transfer ---------------------------
@@ -330,7 +347,7 @@ class Int8Controller(wiring.Component):
         serial_row_address = Signal(aw)      # byte address of the row's first element
         serial_column_address = Signal(aw)   # byte address of the column tile's first element
         serial_param_base = Signal(aw)       # word address of the column tile's first record
-        element_shift = Mux(d.requant, 0, 2)
+        element_shift = Mux(requant_mode, 0, 2)
         # What the column and row counters are compared with, kept in registers that move
         # with them: `serial_lane == min(n_left, cols) - 1` and the `<=` comparisons (carry
         # chains) ahead of the array's output handshake were the ULX3S top's critical path.
@@ -343,9 +360,9 @@ class Int8Controller(wiring.Component):
         final = end_of_row & tile_last & last_row_tile & last_column_tile
         element_address = serial_row_address + (serial_lane << element_shift)
         accumulator = array.o.payload.data[serial_lane]
-        params_ready = ~d.requant | (load_column > serial_column)
+        params_ready = ~requant_mode | (params_ahead != 0)
         item_valid = running & array.o.valid & params_ready
-        item_ready = Mux(d.requant, requant.i.ready, 1)
+        item_ready = Mux(requant_mode, requant.i.ready, 1)
         take = item_valid & item_ready
         column_step = (Const(cols, 16) << element_shift)[:aw]
         m.d.comb += array.o.ready.eq(take & end_of_row)
@@ -353,13 +370,14 @@ class Int8Controller(wiring.Component):
             with m.If(end_of_row):
                 m.d.sync += serial_lane.eq(0)
                 with m.If(tile_last & last_row_tile):
+                    m.d.comb += column_served.eq(requant_mode)
                     m.d.sync += [
                         serial_m_left.eq(d.m),
                         last_row_tile.eq(single_row_tile),
                         serial_n_left.eq(serial_n_left - cols),
                         serial_n_last.eq(serial_n_last - cols),
                         last_column_tile.eq(fits(serial_n_left, 2 * cols)),
-                        serial_column.eq(serial_column + 1),
+                        serial_column.eq(~serial_column),
                         serial_column_address.eq(serial_column_address + column_step),
                         serial_row_address.eq(serial_column_address + column_step),
                         serial_param_base.eq(serial_param_base + _PARAM_WORDS * cols),
@@ -384,7 +402,8 @@ class Int8Controller(wiring.Component):
         bias_address = serial_param_base + (serial_lane << 1) + serial_lane
         m.d.comb += [
             self.params_rd_en.eq(1),
-            self.params_rd_addr.eq(Mux(d.requant, load_pointer + load_phase, bias_address)),
+            self.params_rd_addr.eq(Mux(requant_mode, load_pointer + load_phase,
+                                       bias_address)),
         ]
 
         # ---- raw path: bias added with int32 wrap, one word write per item ------------------
@@ -392,7 +411,7 @@ class Int8Controller(wiring.Component):
         raw_accumulator = Signal(32)
         raw_address = Signal(aw)
         raw_final = Signal()
-        m.d.sync += raw_valid.eq(take & ~d.requant)
+        m.d.sync += raw_valid.eq(take & ~requant_mode)
         with m.If(take):
             m.d.sync += [raw_accumulator.eq(accumulator), raw_address.eq(element_address),
                          raw_final.eq(final)]
@@ -412,9 +431,9 @@ class Int8Controller(wiring.Component):
         # ---- requantized path ----------------------------------------------------------------
         rq_in = requant.i.payload
         m.d.comb += [
-            requant.i.valid.eq(item_valid & d.requant),
+            requant.i.valid.eq(item_valid & requant_mode),
             rq_in.acc.eq(accumulator),
-            rq_in.channel.eq(Cat(serial_lane, serial_column[0])),
+            rq_in.channel.eq(Cat(serial_lane, serial_column)),
             rq_in.last.eq(final),
             rq_in.tag.eq(element_address),
             requant.o.ready.eq(1),
