@@ -87,6 +87,14 @@ def _word_stream(m, *, name, start, start_address, length, item_bytes, word_byte
     return valid, payload, pending
 
 
+def _last_lane(lane, left, size):
+    """``lane == min(left, size) - 1``, for ``lane < size``: a lane in ``range(size)`` is the
+    last of a tile of ``min(left, size)`` lanes, with a narrow adder instead of a wide
+    subtraction and comparison."""
+    next_lane = lane + 1      # one bit wider than lane: reaches `size`
+    return (lane == size - 1) | (left == next_lane)
+
+
 class Int8Controller(wiring.Component):
     """Runs an INT8 layer: tiles through the systolic array, raw or requantized outputs.
 
@@ -289,7 +297,6 @@ class Int8Controller(wiring.Component):
         load_column = Signal()           # parity of the column tile being loaded
         params_ahead = Signal(2)
         load_n_left = Signal(count)
-        load_n_last = Signal(count)      # load_n_left - 1
         load_more = Signal()             # load_n_left != 0
         load_lane = Signal(range(cols))
         load_phase = Signal(2)
@@ -303,7 +310,7 @@ class Int8Controller(wiring.Component):
         requant_mode = Signal()
         with m.If(self.start):
             m.d.sync += requant_mode.eq(d.requant)
-        load_tile_end = (load_lane == cols - 1) | (load_n_last == load_lane)
+        load_tile_end = _last_lane(load_lane, load_n_left, cols)
         column_loaded = Signal()
         column_served = Signal()
         m.d.sync += params_ahead.eq(params_ahead + column_loaded - column_served)
@@ -331,12 +338,11 @@ class Int8Controller(wiring.Component):
                         m.d.comb += column_loaded.eq(1)
                         m.d.sync += [load_busy.eq(0), load_column.eq(~load_column),
                                      load_n_left.eq(load_n_left - cols),
-                                     load_n_last.eq(load_n_last - cols),
                                      load_more.eq(~fits(load_n_left, cols))]
                     with m.Else():
                         m.d.sync += load_lane.eq(load_lane + 1)
         with m.If(self.start):
-            m.d.sync += [load_column.eq(0), load_n_left.eq(d.n), load_n_last.eq(d.n - 1),
+            m.d.sync += [load_column.eq(0), load_n_left.eq(d.n),
                          load_more.eq(d.n != 0), params_ahead.eq(0), load_busy.eq(0),
                          load_pointer.eq(d.p_offset >> 2)]
 
@@ -348,14 +354,14 @@ class Int8Controller(wiring.Component):
         serial_column_address = Signal(aw)   # byte address of the column tile's first element
         serial_param_base = Signal(aw)       # word address of the column tile's first record
         element_shift = Mux(requant_mode, 0, 2)
-        # What the column and row counters are compared with, kept in registers that move
-        # with them: `serial_lane == min(n_left, cols) - 1` and the `<=` comparisons (carry
-        # chains) ahead of the array's output handshake were the ULX3S top's critical path.
-        serial_n_last = Signal(count)        # serial_n_left - 1
+        # The `<=` comparisons of the column and row counters are kept in registers that
+        # move with them, and the end of a row is found without a subtraction (see
+        # _last_lane): as carry chains ahead of the array's output handshake they were the
+        # ULX3S top's critical path.
         last_column_tile = Signal()          # serial_n_left <= cols
         last_row_tile = Signal()             # serial_m_left <= rows
         single_row_tile = Signal()           # m <= rows
-        end_of_row = (serial_lane == cols - 1) | (serial_n_last == serial_lane)
+        end_of_row = _last_lane(serial_lane, serial_n_left, cols)
         tile_last = array.o.payload.last
         final = end_of_row & tile_last & last_row_tile & last_column_tile
         element_address = serial_row_address + (serial_lane << element_shift)
@@ -375,7 +381,6 @@ class Int8Controller(wiring.Component):
                         serial_m_left.eq(d.m),
                         last_row_tile.eq(single_row_tile),
                         serial_n_left.eq(serial_n_left - cols),
-                        serial_n_last.eq(serial_n_last - cols),
                         last_column_tile.eq(fits(serial_n_left, 2 * cols)),
                         serial_column.eq(~serial_column),
                         serial_column_address.eq(serial_column_address + column_step),
@@ -392,7 +397,7 @@ class Int8Controller(wiring.Component):
                 m.d.sync += serial_lane.eq(serial_lane + 1)
         with m.If(self.start):
             m.d.sync += [serial_lane.eq(0), serial_m_left.eq(d.m), serial_n_left.eq(d.n),
-                         serial_n_last.eq(d.n - 1), last_column_tile.eq(fits(d.n, cols)),
+                         last_column_tile.eq(fits(d.n, cols)),
                          last_row_tile.eq(fits(d.m, rows)), single_row_tile.eq(fits(d.m, rows)),
                          serial_column.eq(0), serial_row_address.eq(d.out_offset),
                          serial_column_address.eq(d.out_offset),
