@@ -30,6 +30,7 @@ from pathlib import Path
 
 from qaccel.boards import BOARDS, get_board
 from qaccel.boards.base import find_build_tool
+from qaccel.boards.commands import implied_engines
 from qaccel.boards.build import (DESIGNS, BuildError, DoesNotFit, Progress,
                                  TimingFailed, build)
 from qaccel.boards.report import parse_yosys_stat
@@ -143,11 +144,18 @@ def main(argv=None):
     parser.add_argument("--quiet", action="store_true", help="no stage progress")
     args = parser.parse_args(argv)
 
-    changes = {name: value for name, value in (("int8", args.int8), ("binary", args.binary),
+    int8, binary = implied_engines(args.int8, args.binary, rows=args.rows, cols=args.cols,
+                                   pe=args.pe)
+    changes = {name: value for name, value in (("int8", int8), ("binary", binary),
                                                 ("rows", args.rows), ("cols", args.cols),
                                                 ("pe", args.pe), ("clock_hz", args.clock))
                if value is not None}
     options = {"counter_width": args.counter_width} if args.counter_width else {}
+    for name in args.boards:   # a configuration error, before any build starts
+        try:
+            get_board(name).config(args.design, **changes)
+        except (TypeError, ValueError) as exc:
+            parser.error(f"{name}: {exc}")
     rows = run(args.boards, args.design, args.out.resolve(), args.seed, args.quiet, changes,
                options)
     header = ("board", "LUT", "FF", "DSP", "BRAM", "clock MHz", "Fmax MHz",

@@ -66,14 +66,21 @@ def _frequency(text):
         raise ValueError(f"not a frequency: {text!r}") from None
 
 
-def _config_from_args(board, args):
-    # an engine's shape given without --int8/--binary asks for that engine (the iCEBreaker's
-    # default leaves the INT8 engine out)
-    int8, binary = args.int8, args.binary
-    if int8 is None and (args.rows is not None or args.cols is not None):
+def implied_engines(int8, binary, *, rows=None, cols=None, pe=None, simd=None):
+    """``(int8, binary)`` with an engine's shape, given without ``--int8``/``--binary``, taken
+    as asking for that engine (the iCEBreaker's default leaves the INT8 engine out, so
+    ``--rows 2 --cols 2 --no-binary`` means the INT8 engine alone). ``None`` keeps the
+    board's default."""
+    if int8 is None and (rows is not None or cols is not None):
         int8 = True
-    if binary is None and (args.pe is not None or args.simd is not None):
+    if binary is None and (pe is not None or simd is not None):
         binary = True
+    return int8, binary
+
+
+def _config_from_args(board, args):
+    int8, binary = implied_engines(args.int8, args.binary, rows=args.rows, cols=args.cols,
+                                   pe=args.pe, simd=args.simd)
     config = board.config(args.design, rows=args.rows, cols=args.cols, pe=args.pe,
                           simd=args.simd, int8=int8, binary=binary, clock_hz=args.clock,
                           baud=args.baud)
