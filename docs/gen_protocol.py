@@ -371,8 +371,9 @@ the host, a word per cycle for the engines); `Int8Controller` (systolic array + 
 and `BinaryController` (binary engine); `PerformanceCounters`.
 
 - WRITE and READ move one byte per cycle. The buffers answer a host byte read two cycles
-  after its address (block RAM, then a registered byte multiplexer), so reply bodies (READ
-  data, INFO, STATUS, COUNTERS) are fetched ahead into a 4-byte FIFO.
+  after its address (block RAM, then each buffer's byte registered before the buffer
+  multiplexer), so reply bodies (READ data, INFO, STATUS, COUNTERS) are fetched ahead into
+  a 4-byte FIFO.
 - The sequencer registers each check before acting on it (command decode, bounds, descriptor
   fields, each region in four steps), a few cycles per command, so that no check shares a
   clock period with the state machine. RUN validation takes about 125 cycles (six 17-cycle
