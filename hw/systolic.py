@@ -29,7 +29,9 @@ emitted as one output transfer. With ``hold_registers`` (the default) ``last`` c
 total into the PE's hold register and the row is read from those, so the next tile can start
 accumulating while the previous one drains. Without them the row is read from the
 accumulators themselves, which halves the array's registers (what keeps it out of small
-FPGAs) at the cost of ``groups - 1`` bubbles per tile (below).
+FPGAs) at the cost of ``groups`` bubbles per tile (below); reading a row clears its
+accumulators (their synchronous reset), so on an iCE40 no multiplexer stands before the
+adders either.
 
 Accumulators are as wide as ``max_k`` needs and no wider: ``K`` products of int8 operands lie
 in ``[-16256 K, 16384 K]``, so ``(16384 * max_k).bit_length() + 1`` bits never wrap (32 at
@@ -48,8 +50,9 @@ tiles' ``last`` steps are spaced at least ``tile_spacing = max(groups, rows)`` c
 (bubbles are inserted when a tile has fewer steps) so that a row's hold registers are read
 before the next tile overwrites them and two tiles' rows never finish in the same cycle.
 Without hold registers a tile's first step also follows the previous tile's last step by at
-least ``groups`` cycles (``groups - 1`` bubbles), so that a row's accumulators are read before
-the next tile clears them (bubbles add zero products to them meanwhile).
+least ``groups + 1`` cycles (``groups`` bubbles), so that a row's accumulators are read, and
+cleared, before the next tile's first products reach them (bubbles add zero products to them
+meanwhile).
 
 Streams
 -------
@@ -113,7 +116,7 @@ class SystolicArray(wiring.Component):
         accumulators. The default, 131071, is the largest K whose int32 sums can never wrap.
     hold_registers : bool
         ``True``: a hold register per lane, full rate between tiles. ``False``: rows are read
-        from the accumulators, ``groups - 1`` bubbles per tile (module documentation).
+        from the accumulators, ``groups`` bubbles per tile (module documentation).
 
     Members
     -------
@@ -218,7 +221,7 @@ class SystolicArray(wiring.Component):
     @property
     def drain_bubbles(self):
         """Bubbles between a tile's last step and the next tile's first (no hold registers)."""
-        return 0 if self.hold_registers else len(self.groups) - 1
+        return 0 if self.hold_registers else len(self.groups)
 
     # -- gateware ------------------------------------------------------------------------
 
@@ -278,14 +281,29 @@ class SystolicArray(wiring.Component):
         row_mask = Signal(rows)
         end_mask = Signal(rows)
         col_mask = Signal(cols)
-        since_last = Signal(range(spacing + 1), init=spacing)
+        drain_cycles = self.drain_bubbles + 1
+        # counts to the larger of the two waits (without hold registers `groups + 1` can
+        # exceed the tile spacing)
+        since_limit = max(spacing, drain_cycles)
+        since_last = Signal(range(since_limit + 1), init=since_limit)
         # Registered forms of `zero_k | remaining == 1`, `since_last >= spacing` and
-        # `since_last >= groups`: `go` drives the operand injection and the tags, so its inputs
+        # `since_last >= drain_cycles`: `go` drives the operand injection and the tags, so its inputs
         # are kept to single bits.
         is_last = Signal()
         spacing_met = Signal(init=1)
-        drained = Signal(init=1)   # a first step may clear the accumulators
-        drain_cycles = self.drain_bubbles + 1
+        drained = Signal(init=1)   # the previous tile's rows are read (no hold registers)
+
+        # Without hold registers a reset (a RESET command) leaves operands in the skew
+        # registers and multipliers, and nothing clears the accumulators before the next
+        # tile's products (its rows' reads do that, after it): the accumulators are held at
+        # zero until every such operand is through, and no command is taken meanwhile.
+        flush_cycles = 0 if self.hold_registers else rows + n_groups + self.mac_latency + 2
+        flush_left = Signal(range(flush_cycles + 1), init=flush_cycles)
+        flushing = Signal(init=int(flush_cycles > 0))
+        if flush_cycles:
+            with m.If(flush_left != 0):
+                m.d.sync += flush_left.eq(flush_left - 1)
+            m.d.sync += flushing.eq(flush_left > 1)
 
         step_data = zero_k | (self.a.valid & self.w.valid)
         spaced = (~is_last | spacing_met) & (~first | drained)
@@ -298,7 +316,7 @@ class SystolicArray(wiring.Component):
             self.w.ready.eq(go & ~zero_k),
             # the next command is taken in the cycle of the last step; its first step waits
             # for `drained`
-            self.cmd.ready.eq(enable & (~busy | finishing)),
+            self.cmd.ready.eq(enable & (~busy | finishing) & ~flushing),
         ]
 
         cmd = self.cmd.payload
@@ -313,7 +331,7 @@ class SystolicArray(wiring.Component):
             with m.If(finishing):
                 m.d.sync += [since_last.eq(1), spacing_met.eq(spacing <= 1),
                              drained.eq(drain_cycles <= 1)]
-            with m.Elif(since_last < spacing):
+            with m.Elif(since_last < since_limit):
                 m.d.sync += [since_last.eq(since_last + 1),
                              spacing_met.eq(since_last + 1 >= spacing),
                              drained.eq(since_last + 1 >= drain_cycles)]
@@ -387,17 +405,30 @@ class SystolicArray(wiring.Component):
                         m.d.comb += unit.b.eq(0)
                 tags = tag_at[i][p]
                 for lane, product in zip(group, products):
-                    acc = Signal(acc_shape, name=f"acc_{i}_{lane}", reset_less=True)
-                    total = Signal(acc_shape, name=f"total_{i}_{lane}")
-                    m.d.comb += total.eq(Mux(tags.first, 0, acc) + product)
-                    with m.If(enable):
-                        m.d.sync += acc.eq(total)
-                    results[i][lane] = acc
                     if self.hold_registers:
+                        acc = Signal(acc_shape, name=f"acc_{i}_{lane}", reset_less=True)
+                        total = Signal(acc_shape, name=f"total_{i}_{lane}")
+                        m.d.comb += total.eq(Mux(tags.first, 0, acc) + product)
+                        with m.If(enable):
+                            m.d.sync += acc.eq(total)
                         held = Signal(acc_shape, name=f"hold_{i}_{lane}", reset_less=True)
                         with m.If(enable & tags.last):
                             m.d.sync += held.eq(total)
                         results[i][lane] = held
+                    else:
+                        # Cleared by its synchronous reset when its row is read, not by
+                        # the `first` tag: a multiplexer in front of the adder costs a LUT
+                        # per bit on an iCE40 (the carry logic takes the adder's operands
+                        # as they are). It has a reset, so a RESET mid-tile leaves zeros.
+                        acc = Signal(acc_shape, name=f"acc_{i}_{lane}")
+                        with m.If(flushing):
+                            m.d.sync += acc.eq(0)
+                        with m.Elif(enable):
+                            with m.If(row_done[i]):
+                                m.d.sync += acc.eq(0)
+                            with m.Else():
+                                m.d.sync += acc.eq(acc + product)
+                        results[i][lane] = acc
             with m.If(enable):
                 m.d.sync += [row_done[i].eq(tag_at[i][-1].last),
                              row_end[i].eq(tag_at[i][-1].end)]

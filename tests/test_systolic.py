@@ -49,11 +49,11 @@ def test_cycle_model():
     assert array.latency == 8
     assert array.tile_cycles(64) == 64 + 8 + 3
     assert array.cycles_per_tile(64) == 64 and array.cycles_per_tile(1) == 4
-    # without hold registers a first step waits groups - 1 = 1 cycle after the last step
+    # without hold registers a first step waits groups = 2 cycles after the last step
     bare = SystolicArray(4, 4, backend="dsp48e2", hold_registers=False)
-    assert bare.drain_bubbles == 1 and array.drain_bubbles == 0
-    assert bare.cycles_per_tile(64) == 65 and bare.cycles_per_tile(1) == 4
-    assert bare.cycles_per_tile(3) == 4 and bare.cycles_per_tile(4) == 5
+    assert bare.drain_bubbles == 2 and array.drain_bubbles == 0
+    assert bare.cycles_per_tile(64) == 66 and bare.cycles_per_tile(1) == 4
+    assert bare.cycles_per_tile(2) == 4 and bare.cycles_per_tile(3) == 5
     assert array.accumulator_width == 32
     # 4095 * 16384 < 2**26: 27 bits; K = 1 products fit 16
     assert SystolicArray(4, 4, max_k=4095).accumulator_width == 27
