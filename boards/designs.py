@@ -53,11 +53,11 @@ def accelerator_top(config):
 #: Logic cells of the smallest iCE40 build of the top with the INT8 engine: a 1x2 array (2
 #: products), 1 KiB buffers, 16-bit counters, no binary engine, the serial requantizer, no
 #: hold registers or operand skid (YoWASP Yosys 0.70 + nextpnr-ice40, measured; docs/BOARDS.md).
-ICE40_INT8_TOP_MIN_CELLS = 4671
-#: Logic cells each further product adds at least: 2x2 -> 2x4 measured 132 per product, 2x4 ->
-#: 4x4 about 112 (accumulator, operand registers, output multiplexer), rounded down to stay a
-#: lower bound.
-ICE40_INT8_CELLS_PER_PRODUCT = 110
+ICE40_INT8_TOP_MIN_CELLS = 4598
+#: Logic cells each further product adds at least: 2x2 -> 2x4 measured 116 per product, 2x4 ->
+#: 4x4 80 (accumulator, operand registers, output multiplexer; 2 KiB buffers, 32-bit
+#: counters), the smaller kept to stay a lower bound.
+ICE40_INT8_CELLS_PER_PRODUCT = 80
 
 
 def _top_min_logic_cells(config, family):

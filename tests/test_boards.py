@@ -143,7 +143,7 @@ def test_top_on_icebreaker_fit_check(tmp_path):
     logic = accelerator_top.min_logic_cells(config, board.family)
     assert logic[0] > board.device_totals["lut"]
     started = time.monotonic()
-    with pytest.raises(DoesNotFit, match="4x4 INT8 engine .* needs at least 6211 logic cells "
+    with pytest.raises(DoesNotFit, match="4x4 INT8 engine .* needs at least 5718 logic cells "
                                          "but the iCE40UP5K has 5280: use a 2x2 INT8 array "
                                          "alone"):
         build(board, config.replace(binary=False), design="top", out_dir=tmp_path,
@@ -155,7 +155,7 @@ def test_top_on_icebreaker_fit_check(tmp_path):
                                          r"\(--no-binary, --no-int8\)"):
         check_fit(board, both, accelerator_top.memory_shapes(both))
     small = config.replace(rows=2, cols=2, binary=False)
-    assert accelerator_top.min_logic_cells(small, board.family)[0] == 4891
+    assert accelerator_top.min_logic_cells(small, board.family)[0] == 4758
     assert check_fit(board, small, accelerator_top.memory_shapes(small)).dsp == 2
     binary = config.replace(int8=False, pe=2)
     assert accelerator_top.min_logic_cells(binary, board.family) is None
