@@ -516,7 +516,7 @@ class CommandSequencer(wiring.Component):
         out_last = Signal()
         m.d.comb += [self.reply.valid.eq(out_valid), self.reply.payload.data.eq(out_byte),
                      self.reply.payload.last.eq(out_last)]
-        replying = Signal()        # in REPLY, kept as a register (the state decode is deep)
+        replying = Signal()
         advance = ~out_valid | self.reply.ready
         loading = Signal()
         reply_left = Signal()      # reply_index <= reply_last, kept as a register
@@ -632,7 +632,7 @@ class CommandSequencer(wiring.Component):
                     m.d.sync += [seq.eq(0), opcode.eq(proto.Opcode.NAK),
                                  status.eq(proto.Status.CRC_ERROR), body_kind.eq(BodyKind.NONE),
                                  reply_last.eq(_REPLY_HEADER - 1), reply_index.eq(0),
-                                 reply_left.eq(1), in_body.eq(0), replying.eq(1)]
+                                 reply_left.eq(1), in_body.eq(0)]
                     m.next = "REPLY"
                 with m.Elif(self.frame_valid):
                     m.d.comb += [self.frames_rx.eq(1), self.activity.eq(1)]
@@ -912,14 +912,14 @@ class CommandSequencer(wiring.Component):
                     m.d.sync += [last_valid.eq(1), last_seq.eq(seq), last_opcode.eq(opcode),
                                  last_status.eq(status)]
                 sent_body = Mux(status == proto.Status.OK, reply_body, 0)
-                m.d.sync += [reply_index.eq(0), reply_left.eq(1), in_body.eq(0), replying.eq(1),
+                m.d.sync += [reply_index.eq(0), reply_left.eq(1), in_body.eq(0),
                              fetch_index.eq(0), reply_last.eq(_REPLY_HEADER - 1 + sent_body),
                              fetch_addr.eq(offset[:aw]), fetch_left.eq(sent_body)]
                 m.next = "REPLY"
 
             with m.State("REPLY"):
+                m.d.comb += replying.eq(1)
                 with m.If(reply_finished):
-                    m.d.sync += replying.eq(0)
                     m.next = "IDLE"
 
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | self.frame_valid | (naks != 0))
