@@ -595,7 +595,7 @@ def test_icebreaker_int8_top_bitstream(tmp_path):
     """The accelerator top with its INT8 engine on the UP5K: 2x2 (2 SB_MAC16, dual 8x8) alone,
     with the iCEBreaker's small-INT8 choices (serial requantizer, no hold registers, no
     operand skid): a bitstream, SB_MAC16 as estimated, timing met at 24 MHz, the INFO the
-    host tiles with. (4x4 needs about 1300 cells more: docs/BOARDS.md.)"""
+    host tiles with. (4x4 needs about 900 cells more: docs/BOARDS.md.)"""
     from qaccel.boards.build import Progress, build
     from qaccel.boards.designs import top_config
 
