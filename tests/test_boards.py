@@ -193,7 +193,7 @@ def test_cli_too_large_is_fast(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result
     assert "needs 32 SB_MAC16" in result.stderr
-    assert "needs at least 11491 logic cells" in result.stderr
+    assert "needs at least 9558 logic cells" in result.stderr
     assert time.monotonic() - started < 15
     assert not (tmp_path / "b").exists()
 
