@@ -52,7 +52,9 @@ before the next tile overwrites them and two tiles' rows never finish in the sam
 Without hold registers a tile's first step also follows the previous tile's last step by at
 least ``groups + 1`` cycles (``groups`` bubbles), so that a row's accumulators are read, and
 cleared, before the next tile's first products reach them (bubbles add zero products to them
-meanwhile).
+meanwhile); after a reset the accumulators are held at zero, and no command is taken, until
+the operands that were in flight have left the skew registers and multipliers
+(``rows + groups + mac_latency + 2`` cycles).
 
 Streams
 -------
