@@ -32,9 +32,9 @@ class ULX3S85F(Board):
     # 8x8 INT8 = 64 products, one MULT18X18D each (of 156).
     default_config = BuildConfig(rows=8, cols=8, pe=16, simd=64, clock_hz=60e6,
                                  baud=3_000_000, dsp_backend="ecp5")
-    # The accelerator top of this shape reaches 71.7 MHz (nextpnr-ecp5, seed 1; 72.8 MHz with
-    # seed 2): the paths are the buffers' host read port and the INT8 array's output
-    # handshake (docs/BOARDS.md). 8-13 minutes on 2 cores.
+    # The accelerator top of this shape reaches 75.2 MHz (nextpnr-ecp5, seed 1; 74.9-76.0
+    # over recent builds): the paths are the block RAM outputs into the link's handshakes and
+    # the binary engine's pipeline enable (docs/BOARDS.md). 8-10 minutes on 2 cores.
     default_design = "top"
     oscillator_hz = 25e6
     uart = ("uart", 0)
