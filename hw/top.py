@@ -87,7 +87,8 @@ class TopConfig:
         about half the logic; ``mult_cycles`` is then not used): same results.
     hold_registers : bool
         The systolic array's hold registers (:class:`~qaccel.hw.systolic.SystolicArray`):
-        ``False`` saves a register per lane for ``groups - 1`` idle cycles per tile.
+        ``False`` saves a register per lane (and, on an iCE40, a LUT per accumulator bit) for
+        ``groups`` idle cycles per tile.
     operand_skid : bool
         The register slice between the INT8 controller's buffer reads and the array
         (:class:`~qaccel.hw.controllers.Int8Controller`); ``False`` saves its
