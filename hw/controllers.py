@@ -360,7 +360,6 @@ class Int8Controller(wiring.Component):
         # ULX3S top's critical path.
         last_column_tile = Signal()          # serial_n_left <= cols
         last_row_tile = Signal()             # serial_m_left <= rows
-        single_row_tile = Signal()           # m <= rows
         end_of_row = _last_lane(serial_lane, serial_n_left, cols)
         tile_last = array.o.payload.last
         final = end_of_row & tile_last & last_row_tile & last_column_tile
@@ -379,7 +378,7 @@ class Int8Controller(wiring.Component):
                     m.d.comb += column_served.eq(requant_mode)
                     m.d.sync += [
                         serial_m_left.eq(d.m),
-                        last_row_tile.eq(single_row_tile),
+                        last_row_tile.eq(fits(d.m, rows)),
                         serial_n_left.eq(serial_n_left - cols),
                         last_column_tile.eq(fits(serial_n_left, 2 * cols)),
                         serial_column.eq(~serial_column),
@@ -398,7 +397,7 @@ class Int8Controller(wiring.Component):
         with m.If(self.start):
             m.d.sync += [serial_lane.eq(0), serial_m_left.eq(d.m), serial_n_left.eq(d.n),
                          last_column_tile.eq(fits(d.n, cols)),
-                         last_row_tile.eq(fits(d.m, rows)), single_row_tile.eq(fits(d.m, rows)),
+                         last_row_tile.eq(fits(d.m, rows)),
                          serial_column.eq(0), serial_row_address.eq(d.out_offset),
                          serial_column_address.eq(d.out_offset),
                          serial_param_base.eq(d.p_offset >> 2)]

@@ -289,8 +289,8 @@ class SystolicArray(wiring.Component):
         since_limit = max(spacing, drain_cycles)
         since_last = Signal(range(since_limit + 1), init=since_limit)
         # Registered forms of `zero_k | remaining == 1`, `since_last >= spacing` and
-        # `since_last >= drain_cycles`: `go` drives the operand injection and the tags, so its inputs
-        # are kept to single bits.
+        # `since_last >= drain_cycles`: `go` drives the operand injection and the tags, so its
+        # inputs are kept to single bits.
         is_last = Signal()
         spacing_met = Signal(init=1)
         drained = Signal(init=1)   # the previous tile's rows are read (no hold registers)
@@ -301,11 +301,10 @@ class SystolicArray(wiring.Component):
         # zero until every such operand is through, and no command is taken meanwhile.
         flush_cycles = 0 if self.hold_registers else rows + n_groups + self.mac_latency + 2
         flush_left = Signal(range(flush_cycles + 1), init=flush_cycles)
-        flushing = Signal(init=int(flush_cycles > 0))
+        flushing = flush_left != 0
         if flush_cycles:
-            with m.If(flush_left != 0):
+            with m.If(flushing):
                 m.d.sync += flush_left.eq(flush_left - 1)
-            m.d.sync += flushing.eq(flush_left > 1)
 
         step_data = zero_k | (self.a.valid & self.w.valid)
         spaced = (~is_last | spacing_met) & (~first | drained)
@@ -421,8 +420,8 @@ class SystolicArray(wiring.Component):
                         # Cleared by its synchronous reset when its row is read, not by
                         # the `first` tag: a multiplexer in front of the adder costs a LUT
                         # per bit on an iCE40 (the carry logic takes the adder's operands
-                        # as they are). It has a reset, so a RESET mid-tile leaves zeros.
-                        acc = Signal(acc_shape, name=f"acc_{i}_{lane}")
+                        # as they are). After a reset the flush clears it.
+                        acc = Signal(acc_shape, name=f"acc_{i}_{lane}", reset_less=True)
                         with m.If(flushing):
                             m.d.sync += acc.eq(0)
                         with m.Elif(enable):
