@@ -43,8 +43,12 @@ Flow control
 ------------
 One enable freezes the whole array (operand skew, multipliers, accumulators, tags): it is
 low only when a finished row is waiting and the output cannot take it. The output goes
-through a :class:`~qaccel.hw.skid.SkidBuffer`, so that enable is a function of registers, not
-of ``o.ready``. When the activation or weight stream has no data the array does not stop: it
+through a register slice, so that enable is a function of registers, not of ``o.ready``: a
+:class:`~qaccel.hw.skid.SkidBuffer` (``output_skid``, the default), or a
+:class:`~qaccel.hw.skid.RegisterSlice`, with half the registers, which takes a row every
+other cycle. A tile's rows finish in consecutive cycles, so that costs ``rows - 1`` stalls
+per tile, except when the consumer is slower than a row per two cycles anyway (the
+accelerator's controller serializes a row over ``cols`` cycles, or more). When the activation or weight stream has no data the array does not stop: it
 injects a bubble (zero operands, no tags), so tiles in flight keep draining. Consecutive
 tiles' ``last`` steps are spaced at least ``tile_spacing = max(groups, rows)`` cycles apart
 (bubbles are inserted when a tile has fewer steps) so that a row's hold registers are read
@@ -81,7 +85,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .dual_mac import BACKENDS, LATENCY, DualMAC, SingleMultiplier
-from .skid import SkidBuffer
+from .skid import RegisterSlice, SkidBuffer
 
 __all__ = ["SystolicArray", "MAX_K"]
 
@@ -119,6 +123,10 @@ class SystolicArray(wiring.Component):
     hold_registers : bool
         ``True``: a hold register per lane, full rate between tiles. ``False``: rows are read
         from the accumulators, ``groups`` bubbles per tile (module documentation).
+    output_skid : bool
+        ``True``: the output rows go through a :class:`~qaccel.hw.skid.SkidBuffer`, one per
+        cycle. ``False``: through a :class:`~qaccel.hw.skid.RegisterSlice`, one per two
+        cycles, at about half the output registers' cost.
 
     Members
     -------
@@ -141,7 +149,7 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, rows, cols, *, backend="generic", packed=True, primitive=None,
-                 max_k=MAX_K, hold_registers=True):
+                 max_k=MAX_K, hold_registers=True, output_skid=True):
         self.rows = _positive_int("rows", rows)
         self.cols = _positive_int("cols", cols)
         if not isinstance(backend, str):
@@ -156,6 +164,9 @@ class SystolicArray(wiring.Component):
         if not isinstance(hold_registers, bool):
             raise TypeError(f"hold_registers must be True or False, not {hold_registers!r}")
         self.hold_registers = hold_registers
+        if not isinstance(output_skid, bool):
+            raise TypeError(f"output_skid must be True or False, not {output_skid!r}")
+        self.output_skid = output_skid
         self.backend = backend
         self.packed = packed
         self.primitive = primitive
@@ -210,15 +221,23 @@ class SystolicArray(wiring.Component):
         # row-done registers (1), output skid register (1)
         return len(self.groups) + self.mac_latency + 2
 
+    @property
+    def row_interval(self):
+        """Cycles between output rows when the output is always ready (1, or 2 without
+        ``output_skid``)."""
+        return (SkidBuffer if self.output_skid else RegisterSlice).interval
+
     def tile_cycles(self, k, m=None):
         """Clock cycles from the ``cmd`` transfer to the transfer of the tile's last output
         row, for an isolated tile with operands and output always ready."""
         m = self.rows if m is None else m
-        return max(k, 1) + self.latency + m - 1
+        return max(k, 1) + self.latency + self.row_interval * (m - 1)
 
     def cycles_per_tile(self, k):
-        """Cycles per tile in steady state (back-to-back commands, no stalls)."""
-        return max(max(k, 1) + self.drain_bubbles, self.tile_spacing)
+        """Cycles per full tile in steady state (back-to-back commands, operands and output
+        always ready): the steps, the bubbles, and the stalls of a half-rate output."""
+        return (max(max(k, 1) + self.drain_bubbles, self.tile_spacing)
+                + (self.row_interval - 1) * (self.rows - 1))
 
     @property
     def drain_bubbles(self):
@@ -248,7 +267,8 @@ class SystolicArray(wiring.Component):
             "row": self.out_layout["row"].shape,
             "last": 1,
         })
-        m.submodules.out_skid = skid = SkidBuffer(skid_layout)
+        m.submodules.out_skid = skid = (SkidBuffer if self.output_skid
+                                        else RegisterSlice)(skid_layout)
         m.d.comb += [
             self.o.valid.eq(skid.o.valid),
             skid.o.ready.eq(self.o.ready),

@@ -93,6 +93,11 @@ class TopConfig:
         The register slice between the INT8 controller's buffer reads and the array
         (:class:`~qaccel.hw.controllers.Int8Controller`); ``False`` saves its
         ``16 * (rows + cols)`` flip-flops for a longer path on slow clocks.
+    output_skid : bool
+        The systolic array's output register slice: a
+        :class:`~qaccel.hw.skid.SkidBuffer` (a row per cycle), or with ``False`` a
+        :class:`~qaccel.hw.skid.RegisterSlice` (a row per two cycles; the controller takes
+        ``cols`` cycles per row or more anyway), with half the flip-flops and no multiplexer.
     clock_hz : int
         Fabric clock, reported by INFO and used for the UART divider.
     baud : int
@@ -119,6 +124,7 @@ class TopConfig:
     requantizer: str = "pipelined"
     hold_registers: bool = True
     operand_skid: bool = True
+    output_skid: bool = True
     clock_hz: int = 12_000_000
     baud: int = 0
     counter_width: int = 40
@@ -167,7 +173,7 @@ class TopConfig:
         if self.requantizer not in REQUANTIZERS:
             raise ValueError(f"requantizer must be one of {', '.join(REQUANTIZERS)}; not "
                              f"{self.requantizer!r}")
-        for name in ("hold_registers", "operand_skid"):
+        for name in ("hold_registers", "operand_skid", "output_skid"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, not {getattr(self, name)!r}")
         integer("clock_hz", 1, 2**32 - 1)
@@ -322,7 +328,8 @@ class AcceleratorTop(wiring.Component):
                                   mult_cycles=config.mult_cycles,
                                   requantizer=config.requantizer,
                                   hold_registers=config.hold_registers,
-                                  operand_skid=config.operand_skid, address_width=aw,
+                                  operand_skid=config.operand_skid,
+                                  output_skid=config.output_skid, address_width=aw,
                                   word_widths=word_widths)
             m.submodules.int8 = ResetInserter(seq.engine_reset)(int8)
             m.d.comb += int8.start.eq(seq.int8_start)

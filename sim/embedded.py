@@ -42,7 +42,8 @@ CONFIGS = {
     "icebreaker-int8": {"rows": 2, "cols": 2, "binary": False, "weights_bytes": 2048,
                         "activations_bytes": 2048, "params_bytes": 1024,
                         "outputs_bytes": 2048, "counter_width": 32, "requantizer": "serial",
-                        "hold_registers": False, "operand_skid": False},
+                        "hold_registers": False, "operand_skid": False,
+                        "output_skid": False},
 }
 
 

@@ -594,7 +594,7 @@ def test_icebreaker_default_bitstream(tmp_path):
 def test_icebreaker_int8_top_bitstream(tmp_path):
     """The accelerator top with its INT8 engine on the UP5K: 2x2 (2 SB_MAC16, dual 8x8) alone,
     with the iCEBreaker's small-INT8 choices (serial requantizer, no hold registers, no
-    operand skid): a bitstream, SB_MAC16 as estimated, timing met at 24 MHz, the INFO the
+    operand skid, the half-rate output register): a bitstream, SB_MAC16 as estimated, timing met at 24 MHz, the INFO the
     host tiles with. (4x4 needs about 900 cells more: docs/BOARDS.md.)"""
     from qaccel.boards.build import Progress, build
     from qaccel.boards.designs import top_config
@@ -605,7 +605,8 @@ def test_icebreaker_int8_top_bitstream(tmp_path):
             pytest.skip(f"{status.tool} not installed (the build extra)")
     config = board.config(rows=2, cols=2, int8=True, binary=False)
     top = top_config(config)
-    assert (top.requantizer, top.hold_registers, top.operand_skid) == ("serial", False, False)
+    assert (top.requantizer, top.hold_registers, top.operand_skid, top.output_skid) == (
+        "serial", False, False, False)
     caps = top.capabilities()
     assert (caps.engines, caps.rows, caps.cols, caps.counter_width) == (1, 2, 2, 32)
     result = build(board, config, design="top", out_dir=tmp_path, progress=Progress(None))

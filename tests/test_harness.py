@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from qaccel.hw.skid import SkidBuffer
+from qaccel.hw.skid import RegisterSlice, SkidBuffer
 from qaccel.sim import SimulationFailed, run_cocotb
 from qaccel.sim.tools import find_icarus
 
@@ -23,6 +23,13 @@ def test_skid_verilator_and_cache(capfd):
     tests, out = run_skid(capfd, "verilator")
     assert tests == 3
     assert "reusing cached build" in out, out
+
+
+def test_register_slice(capfd):
+    # the one-register slice through the same testbench: a transfer every other cycle
+    tests = run_cocotb(RegisterSlice(10), toplevel="register_slice",
+                       test_module="qaccel.sim.tb.skid", params={"width": 10, "interval": 2})
+    assert tests == 3
 
 
 @pytest.mark.skipif(not find_icarus().ok,

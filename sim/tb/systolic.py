@@ -8,7 +8,8 @@ output rows are compared, payload bit for bit, with the golden result (inactive 
 
 Parameters (``tb.params``): ``rows``, ``cols``, the payload field offsets (``k_offset``,
 ``m_offset``, ``n_offset``, ``row_offset``, ``last_offset``), the cycle model (``latency``,
-``tile_spacing``, ``drain_bubbles``), ``max_k`` (which sets the accumulators' width) and optionally ``report`` (a JSON file the throughput test writes its
+``tile_spacing``, ``drain_bubbles``, ``row_interval``), ``max_k`` (which sets the
+accumulators' width) and optionally ``report`` (a JSON file the throughput test writes its
 measurements to, for ``bench/dsp_packing.py``) and ``throughput_k``.
 """
 
@@ -41,6 +42,7 @@ def array_params(array, **extra):
         "latency": array.latency,
         "tile_spacing": array.tile_spacing,
         "drain_bubbles": array.drain_bubbles,
+        "row_interval": array.row_interval,
         "max_k": array.max_k,
     }
     params.update(extra)
@@ -161,8 +163,8 @@ class ArrayTB(TB):
 
     def budget(self, tiles, slowdown=1):
         p = self.params
-        work = sum(max(t.k, 1) + p["drain_bubbles"] + p["tile_spacing"] + p["latency"] + t.m
-                   for t in tiles)
+        work = sum(max(t.k, 1) + p["drain_bubbles"] + p["tile_spacing"] + p["latency"]
+                   + p["row_interval"] * t.m for t in tiles)
         return 100 + slowdown * work
 
 
@@ -250,7 +252,7 @@ async def throughput(dut):
     tb.send(tile)
     await tb.check_all(tb.budget([tile]))
     single = tb.out_times[-1] - tb.cmd_times[-1]
-    model = k + p["latency"] + rows - 1
+    model = k + p["latency"] + p["row_interval"] * (rows - 1)   # SystolicArray.tile_cycles
     assert single == model, f"one {rows}x{k}x{cols} tile took {single} cycles, model {model}"
     overhead = single - k
     assert overhead <= 2 * rows + cols + 6, f"fill/drain overhead {overhead} cycles"
@@ -262,9 +264,11 @@ async def throughput(dut):
         tb.send(t)
     await tb.check_all(tb.budget(tiles))
     stream_cycles = tb.out_times[-1] - tb.cmd_times[start]
-    per_tile = max(k + p["drain_bubbles"], p["tile_spacing"])   # SystolicArray.cycles_per_tile
+    # SystolicArray.cycles_per_tile
+    per_tile = (max(k + p["drain_bubbles"], p["tile_spacing"])
+                + (p["row_interval"] - 1) * (rows - 1))
     # the first tile's steps start at its command; each later tile adds per_tile
-    stream_model = k + (count - 1) * per_tile + p["latency"] + rows - 1
+    stream_model = k + (count - 1) * per_tile + p["latency"] + p["row_interval"] * (rows - 1)
     assert stream_cycles == stream_model, f"{count} tiles: {stream_cycles} cycles, model {stream_model}"
     utilization = count * k * rows * cols / (rows * cols * stream_cycles)
     if k >= 64:
