@@ -53,11 +53,11 @@ def accelerator_top(config):
 #: Logic cells of the smallest iCE40 build of the top with the INT8 engine: a 1x2 array (2
 #: products), 1 KiB buffers, 16-bit counters, no binary engine, the serial requantizer, no
 #: hold registers or operand skid (YoWASP Yosys 0.70 + nextpnr-ice40, measured; docs/BOARDS.md).
-ICE40_INT8_TOP_MIN_CELLS = 4598
-#: Logic cells each further product adds at least: 2x2 -> 2x4 measured 116 per product, 2x4 ->
-#: 4x4 80 (accumulator, operand registers, output multiplexer; 2 KiB buffers, 32-bit
-#: counters), the smaller kept to stay a lower bound.
-ICE40_INT8_CELLS_PER_PRODUCT = 80
+ICE40_INT8_TOP_MIN_CELLS = 4466
+#: Logic cells each further product adds at least: 2x4 -> 4x4 measured 77 per product
+#: (accumulator, operand registers, output multiplexer; 2 KiB buffers, 32-bit counters; 2x2 ->
+#: 2x4 measured 116 before), rounded down to stay a lower bound.
+ICE40_INT8_CELLS_PER_PRODUCT = 76
 
 
 def _top_min_logic_cells(config, family):
@@ -69,7 +69,7 @@ def _top_min_logic_cells(config, family):
                 f"the accelerator top with a {config.rows}x{config.cols} INT8 engine (measured "
                 f"floor: {ICE40_INT8_TOP_MIN_CELLS} cells for 2 products, "
                 f"+{ICE40_INT8_CELLS_PER_PRODUCT} per product)",
-                "use a 2x2 INT8 array alone (--rows 2 --cols 2 --no-binary), the binary "
+                "use a 2x4 INT8 array alone (--rows 2 --cols 4 --no-binary), the binary "
                 "engine alone (--no-int8) or the stand-in (--design standin)")
     return None
 

@@ -353,6 +353,9 @@ The reference device finishes a run at once; the RTL differs only where time sho
   COUNTERS and RESET are answered during a run; RESET stops it (outputs written so far stay).
 - `run_cycles` and the cycle counters (CYCLES, INT8_BUSY, BINARY_BUSY, STALL_INPUT,
   STALL_OUTPUT) are measured; MACS and BINARY_OPS grow when a run finishes.
+- The counters live in block RAM and are brought up to date by a sweep (one 16-bit word per
+  cycle): a COUNTERS reply shows each counter as it was a few cycles (`words + 2`, 4 to 6)
+  before the sweep reached it, read whole (no byte torn from a later value).
 - The frame buffer holds {proto.MAX_FRAME} decoded bytes; a longer frame is a bad frame (NAK) in
   both (the reference device checks the decoded length too).
 - Bad frames waiting for their NAK are counted; when 13 are waiting the device stops taking

@@ -158,7 +158,7 @@ class CommandSequencer(wiring.Component):
     address_width : int
         Byte address width of the buffers (:attr:`BufferBank.byte_address_width`).
     counter_width : int
-        Width of the ``macs``/``binary_ops`` amounts.
+        Width of the counters (:class:`~qaccel.hw.counters.PerformanceCounters`).
 
     Members
     -------
@@ -185,11 +185,15 @@ class CommandSequencer(wiring.Component):
         Strobe (registered): RESET stops the controllers.
     frames_rx, crc_errors, command_errors : Out(1)
         Counter events.
-    macs, binary_ops : Out(counter_width)
-        Work of the finished run, for the counters, in the cycle after ``run_done``.
+    work : Out(counter_width), work_binary : Out(1), work_add : Out(1)
+        Work of the finished run, for the counters: ``work_add`` strobes in the cycle after
+        ``run_done``; ``work`` (MACs or binary ops, as ``work_binary`` says) holds until the
+        next RUN is checked, dozens of cycles later at the earliest.
     counters_clear : Out(1)
-    counter_select : Out(range(len(Counter))); counter_value : In(64)
-        Counter read access for the COUNTERS reply.
+    counter_value : In(counter_width), counter_index : In(range(len(Counter))),
+    counter_valid : In(1)
+        The counters' sweep output (the counter visited last, and its value), for the
+        COUNTERS reply: each counter is fetched when the sweep shows it.
     running : Out(1)
         A run is in progress (``RunState.BUSY``).
     busy : Out(1)
@@ -229,10 +233,11 @@ class CommandSequencer(wiring.Component):
             "int8_start": Out(1), "binary_start": Out(1), "run_done": In(1),
             "engine_reset": Out(1),
             "frames_rx": Out(1), "crc_errors": Out(1), "command_errors": Out(1),
-            "macs": Out(counter_width), "binary_ops": Out(counter_width),
+            "work": Out(counter_width), "work_binary": Out(1), "work_add": Out(1),
             "counters_clear": Out(1),
-            "counter_select": Out(range(len(proto.Counter))),
-            "counter_value": In(64),
+            "counter_value": In(counter_width),
+            "counter_index": In(range(len(proto.Counter))),
+            "counter_valid": In(1),
             "running": Out(1),
             "busy": Out(1),
             "activity": Out(1), "error": Out(1),
@@ -276,8 +281,8 @@ class CommandSequencer(wiring.Component):
         run_finished = Signal()
         m.d.sync += run_finished.eq(running & self.run_done)
         work = Signal(self.counter_width)
-        m.d.comb += [self.macs.eq(Mux(run_finished & run_is_int8, work, 0)),
-                     self.binary_ops.eq(Mux(run_finished & ~run_is_int8, work, 0))]
+        m.d.comb += [self.work.eq(work), self.work_add.eq(run_finished),
+                     self.work_binary.eq(~run_is_int8)]
         with m.If(running):
             with m.If(run_cycles != 0xFFFF_FFFF):
                 m.d.sync += run_cycles.eq(run_cycles + 1)
@@ -533,7 +538,11 @@ class CommandSequencer(wiring.Component):
         fetch_addr = Signal(aw)
         fetched = Signal(2)        # bytes fetched one and two cycles ago
         fetch = Signal()
-        m.d.comb += fetch.eq((fetch_left != 0) &
+        # A counter's first byte waits until the counters' sweep shows that counter (at most
+        # one sweep; the reply reads them in the sweep's order).
+        counter_shown = ((body_kind != BodyKind.COUNTERS) | (fetch_index[:3] != 0) |
+                         (self.counter_valid & (self.counter_index == fetch_index[3:])))
+        m.d.comb += fetch.eq((fetch_left != 0) & counter_shown &
                              (body_fifo.level + fetched[0] + fetched[1] < _BODY_PREFETCH))
         m.d.sync += fetched.eq(Cat(fetch, fetched[0]))
         # A counter is read whole when its first byte is fetched; its bytes above
@@ -556,7 +565,6 @@ class CommandSequencer(wiring.Component):
             with m.Case(BodyKind.STATUS):
                 m.d.comb += table_byte.eq(status_snapshot.word_select(fetch_index[:3], 8))
             with m.Case(BodyKind.COUNTERS):
-                m.d.comb += self.counter_select.eq(fetch_index >> 3)
                 m.d.comb += table_byte.eq(Mux(fetch_index[:3] == 0, self.counter_value[:8],
                                               counter_shift[:8]))
         table_byte_1 = Signal(8)

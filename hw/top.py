@@ -30,7 +30,7 @@ from ..sw import protocol as proto
 from .binary import MAX_DIMENSION, MAX_THRESHOLDS
 from .buffers import BufferBank
 from .controllers import BinaryController, Int8Controller
-from .counters import PerformanceCounters
+from .counters import PerformanceCounters, counter_memory_shape
 from .dual_mac import BACKENDS
 from .framing import RING_DEPTH, FrameDecoder, FrameEncoder
 from .requant import MULT_CYCLES
@@ -228,6 +228,7 @@ class TopConfig:
                   for buffer in proto.BufferId}
         shapes["frame decoder buffer"] = (8, proto.MAX_FRAME)
         shapes["frame encoder ring"] = (8, RING_DEPTH)
+        shapes["performance counters"] = counter_memory_shape(self.counter_width)
         if self.int8:
             shapes["requantizer parameters"] = (32 + 31 + 6, 2 * self.cols)
         if self.binary:
@@ -379,16 +380,18 @@ class AcceleratorTop(wiring.Component):
             counters.cycles.eq(1),
             counters.int8_busy.eq(int8.running if config.int8 else 0),
             counters.binary_busy.eq(binary.running if config.binary else 0),
-            counters.macs.eq(seq.macs),
-            counters.binary_ops.eq(seq.binary_ops),
+            counters.work.eq(seq.work),
+            counters.work_binary.eq(seq.work_binary),
+            counters.work_add.eq(seq.work_add),
             counters.stall_input.eq(any_of(stall_input)),
             counters.stall_output.eq(any_of(stall_output)),
             counters.frames_rx.eq(seq.frames_rx),
             counters.crc_errors.eq(seq.crc_errors),
             counters.command_errors.eq(seq.command_errors),
             counters.clear.eq(seq.counters_clear),
-            counters.select.eq(seq.counter_select),
             seq.counter_value.eq(counters.value),
+            seq.counter_index.eq(counters.value_index),
+            seq.counter_valid.eq(counters.value_valid),
         ]
 
         # ---- status outputs ----------------------------------------------------------------
