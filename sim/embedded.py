@@ -17,9 +17,9 @@ Configurations
     The default behind the UART PHY, reached through a pseudo-terminal and pyserial (the
     serial code path of the driver, unchanged).
 ``icebreaker-int8``
-    The iCEBreaker's INT8 build (``qaccel build --rows 2 --cols 2 --no-binary``): 2x2 INT8
-    array alone, 2 KiB buffers, 32-bit counters, the serial requantizer, no hold registers or
-    operand skid (generic multipliers in place of the SB_MAC16).
+    The iCEBreaker's INT8 build (``qaccel build --rows 2 --cols 4 --no-binary``): 2x4 INT8
+    array alone, 2 KiB buffers, 32-bit counters, the serial requantizer, no hold registers,
+    operand skid or output skid (generic multipliers in place of the SB_MAC16).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ CONFIGS = {
     "wide": {"rows": 8, "cols": 8, "pe": 8, "simd": 64, "weights_bytes": 16384,
              "activations_bytes": 16384, "params_bytes": 2048, "outputs_bytes": 16384},
     "uart": {"baud": 1_200_000},
-    "icebreaker-int8": {"rows": 2, "cols": 2, "binary": False, "weights_bytes": 2048,
+    "icebreaker-int8": {"rows": 2, "cols": 4, "binary": False, "weights_bytes": 2048,
                         "activations_bytes": 2048, "params_bytes": 1024,
                         "outputs_bytes": 2048, "counter_width": 32, "requantizer": "serial",
                         "hold_registers": False, "operand_skid": False,

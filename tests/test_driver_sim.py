@@ -155,12 +155,12 @@ def test_serial_path_over_the_uart_pins():
 
 @pytest.mark.xdist_group("cosim-icebreaker-int8")
 def test_icebreaker_int8_configuration():
-    """The iCEBreaker's INT8 build (2x2, serial requantizer, no hold registers or operand
-    skid, 32-bit counters), co-simulated: tiled GEMMs, int32 and requantized, bit for bit
+    """The iCEBreaker's INT8 build (2x4, serial requantizer, no hold registers, operand or
+    output skid, 32-bit counters), co-simulated: tiled GEMMs, int32 and requantized, bit for bit
     with the golden model; INFO reports the counters' width; the MACs are counted."""
     rng = np.random.default_rng(5)
     with Accelerator.open("sim:icebreaker-int8") as acc:
-        assert (acc.info.rows, acc.info.cols, acc.info.has_binary) == (2, 2, False)
+        assert (acc.info.rows, acc.info.cols, acc.info.has_binary) == (2, 4, False)
         assert acc.info.counter_width == 32
         acc.reset()
         shapes = [(1, 1, 1), (3, 5, 3), (7, 40, 9), (2, 700, 2), (8, 300, 14)]
