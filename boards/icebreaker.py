@@ -34,7 +34,9 @@ class ICEBreaker(Board):
                                           "counter_width": 32,
                                           # the INT8 engine's smallest form (--int8)
                                           "requantizer": "serial", "hold_registers": False,
-                                          "operand_skid": False, "output_skid": False})
+                                          "operand_skid": False, "output_skid": False,
+                                          # a byte per 8 cycles: a UART brings one per 80
+                                          "crc_bits": 1})
     oscillator_hz = 12e6
     uart = ("uart", 0)
     leds = {"activity": ("led_g", 0), "error": ("led_r", 0)}

@@ -4,7 +4,10 @@ The wire format is defined once in :mod:`qaccel.sw.protocol`: a frame is
 ``COBS(seq, opcode, [status,] body..., crc32 little-endian)`` followed by the delimiter
 ``0x00``. :class:`FrameDecoder` turns wire bytes into checked command frames held in a buffer
 that the command sequencer reads; :class:`FrameEncoder` turns reply bytes into wire bytes.
-Both move one byte per clock cycle in steady state. docs/FRAMING.md has the design notes.
+Both move one byte per clock cycle in steady state, or one per ``8 / crc_bits`` cycles with a
+narrower CRC (``crc_bits``: a bit-serial CRC-32 is about 70 LUT4s smaller than a byte-wide
+one, and a UART brings a byte every 10 bit times anyway). docs/FRAMING.md has the design
+notes.
 """
 
 from amaranth import Module, Mux, Signal, unsigned
@@ -15,7 +18,8 @@ from amaranth.lib.wiring import In, Out
 from ..sw.protocol import CRC_BYTES, DELIMITER, MAX_FRAME, REPLY_FLAG
 from .ram import NO_RW_CHECK, registered_read_port
 
-__all__ = ["FrameByte", "FrameDecoder", "FrameEncoder", "COBS_MAX_BLOCK", "RING_DEPTH"]
+__all__ = ["FrameByte", "FrameDecoder", "FrameEncoder", "COBS_MAX_BLOCK", "RING_DEPTH",
+           "CRC_BITS"]
 
 #: Data bytes in the longest COBS block (code byte 0xFF); fixed by the COBS definition.
 COBS_MAX_BLOCK = 254
@@ -33,9 +37,44 @@ class FrameByte(data.Struct):
     last: unsigned(1)
 
 
-def _crc32_processor():
-    """CRC-32/ISO-HDLC (``zlib.crc32``) over bytes, one byte per cycle."""
-    return crc_catalog.CRC32_ISO_HDLC(data_width=8).create()
+#: Data bits per cycle the CRC can take (``crc_bits``).
+CRC_BITS = (1, 2, 4, 8)
+
+
+class _ByteCRC(wiring.Component):
+    """CRC-32/ISO-HDLC (``zlib.crc32``) over bytes, ``bits`` data bits per cycle.
+
+    A byte is taken when ``valid & ready``; with fewer than 8 bits per cycle its remaining
+    bits go through over the next ``8 / bits - 1`` cycles, least significant first (the
+    order of a reflected CRC), while ``ready`` is low. ``crc`` and ``match_detected`` include
+    a byte once ``ready`` is back; ``start`` restarts the CRC (only while ``ready``).
+    """
+
+    def __init__(self, bits):
+        self.bits = bits
+        super().__init__({"start": In(1), "data": In(8), "valid": In(1), "ready": Out(1),
+                          "crc": Out(32), "match_detected": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        bits = self.bits
+        m.submodules.processor = crc = crc_catalog.CRC32_ISO_HDLC(data_width=bits).create()
+        m.d.comb += [crc.start.eq(self.start), self.crc.eq(crc.crc),
+                     self.match_detected.eq(crc.match_detected)]
+        if bits == 8:
+            m.d.comb += [self.ready.eq(1), crc.data.eq(self.data), crc.valid.eq(self.valid)]
+            return m
+        rest = Signal(8 - bits, reset_less=True)   # the byte's bits still to go
+        left = Signal(range(8 // bits))            # chunks of them
+        m.d.comb += self.ready.eq(left == 0)
+        with m.If(left != 0):
+            m.d.comb += [crc.data.eq(rest[:bits]), crc.valid.eq(1)]
+            m.d.sync += [rest.eq(rest >> bits), left.eq(left - 1)]
+        with m.Else():
+            m.d.comb += [crc.data.eq(self.data[:bits]), crc.valid.eq(self.valid)]
+            with m.If(self.valid):
+                m.d.sync += [rest.eq(self.data[bits:]), left.eq(8 // bits - 1)]
+        return m
 
 
 def _check_int(name, value, minimum, maximum):
@@ -43,6 +82,12 @@ def _check_int(name, value, minimum, maximum):
         raise TypeError(f"{name} must be an integer, not {value!r}")
     if not minimum <= value <= maximum:
         raise ValueError(f"{name} must be in {minimum}..{maximum}, not {value!r}")
+
+
+def _check_crc_bits(crc_bits):
+    if crc_bits not in CRC_BITS or isinstance(crc_bits, bool):
+        raise ValueError(f"crc_bits must be one of 1, 2, 4, 8; not {crc_bits!r}")
+    return crc_bits
 
 
 class FrameDecoder(wiring.Component):
@@ -75,11 +120,15 @@ class FrameDecoder(wiring.Component):
         is the protocol's :data:`~qaccel.sw.protocol.MAX_FRAME`.
     counter_width : int
         Width of the error counters; they wrap around.
+    crc_bits : int
+        Data bits the CRC takes per cycle: 8 (a byte per cycle), or 4, 2, 1 (a byte per 2, 4,
+        8 cycles, in less logic).
 
     Members
     -------
     i : ``In(stream.Signature(8))``
-        Wire bytes. ``ready`` is low only while a good frame is held.
+        Wire bytes. ``ready`` is low while a good frame is held, and for ``8 / crc_bits - 1``
+        cycles after each byte that goes into the CRC.
     frame_valid : ``Out(1)``
         A good frame is in the buffer; stays high until the cycle after ``frame_done``.
     length : ``Out(range(max_frame + 1))``
@@ -105,9 +154,10 @@ class FrameDecoder(wiring.Component):
     The strobes rise in the cycle after the delimiter was accepted; ``frame_valid`` too.
     """
 
-    def __init__(self, max_frame=MAX_FRAME, *, counter_width=16):
+    def __init__(self, max_frame=MAX_FRAME, *, counter_width=16, crc_bits=8):
         _check_int("max_frame", max_frame, _MIN_COMMAND_FRAME, 65536)
         _check_int("counter_width", counter_width, 1, 64)
+        self._crc_bits = _check_crc_bits(crc_bits)
         self._max_frame = max_frame
         self._counter_width = counter_width
         super().__init__({
@@ -135,6 +185,10 @@ class FrameDecoder(wiring.Component):
     def counter_width(self):
         return self._counter_width
 
+    @property
+    def crc_bits(self):
+        return self._crc_bits
+
     def elaborate(self, platform):
         m = Module()
         max_frame = self._max_frame
@@ -147,7 +201,7 @@ class FrameDecoder(wiring.Component):
         read_addr, read_data = registered_read_port(m, buffer, "buffer_rd")
         m.d.comb += [read_addr.eq(self.rd_addr), self.rd_data.eq(read_data)]
 
-        m.submodules.crc = crc = _crc32_processor()
+        m.submodules.crc = crc = _ByteCRC(self._crc_bits)
 
         count = Signal(range(max_frame + 1))      # decoded bytes of the current frame
         block_left = Signal(range(COBS_MAX_BLOCK + 1))  # data bytes left in the COBS block
@@ -155,8 +209,9 @@ class FrameDecoder(wiring.Component):
         in_frame = Signal()                       # a byte arrived since the last delimiter
         overflow = Signal()                       # too long: dropping until the delimiter
 
-        # Input is refused only while a good frame waits for the sequencer.
-        m.d.comb += self.i.ready.eq(~self.frame_valid)
+        # Input is refused while a good frame waits for the sequencer, and while a narrow CRC
+        # is busy with the previous byte (so the delimiter finds it complete).
+        m.d.comb += self.i.ready.eq(~self.frame_valid & crc.ready)
         accepted = self.i.valid & self.i.ready
         wire_byte = self.i.payload
 
@@ -244,6 +299,9 @@ class FrameEncoder(wiring.Component):
     max_block : int
         Data bytes in the longest COBS block. COBS fixes it at 254 (code byte 0xFF); the
         parameter exists so that callers state the assumption, and any other value is refused.
+    crc_bits : int
+        Data bits the CRC takes per cycle: 8 (a byte per cycle), or 4, 2, 1 (a frame byte per
+        2, 4, 8 cycles, in less logic).
 
     Members
     -------
@@ -253,13 +311,14 @@ class FrameEncoder(wiring.Component):
         Wire bytes, each frame followed by the 0x00 delimiter.
     """
 
-    def __init__(self, *, max_block=COBS_MAX_BLOCK):
+    def __init__(self, *, max_block=COBS_MAX_BLOCK, crc_bits=8):
         if not isinstance(max_block, int) or isinstance(max_block, bool):
             raise TypeError(f"max_block must be an integer, not {max_block!r}")
         if max_block != COBS_MAX_BLOCK:
             raise ValueError(f"max_block must be {COBS_MAX_BLOCK} (fixed by COBS), "
                              f"not {max_block!r}")
         self._max_block = max_block
+        self._crc_bits = _check_crc_bits(crc_bits)
         super().__init__({
             "i": In(stream.Signature(FrameByte)),
             "o": Out(stream.Signature(8)),
@@ -269,11 +328,17 @@ class FrameEncoder(wiring.Component):
     def max_block(self):
         return self._max_block
 
+    @property
+    def crc_bits(self):
+        return self._crc_bits
+
     def elaborate(self, platform):
         m = Module()
 
-        # Stage 1: frame bytes, then the four CRC bytes, as one "raw" byte stream.
-        m.submodules.crc = crc = _crc32_processor()
+        # Stage 1: frame bytes, then the four CRC bytes, as one "raw" byte stream. A narrow
+        # CRC takes a byte every 8 / crc_bits cycles: the input waits for it, and so do the
+        # CRC bytes after the last one.
+        m.submodules.crc = crc = _ByteCRC(self._crc_bits)
         sending_crc = Signal()
         crc_index = Signal(range(CRC_BYTES))
         raw_valid = Signal()
@@ -282,21 +347,21 @@ class FrameEncoder(wiring.Component):
         raw_last = Signal()
         with m.If(~sending_crc):
             m.d.comb += [
-                raw_valid.eq(self.i.valid),
+                raw_valid.eq(self.i.valid & crc.ready),
                 raw_byte.eq(self.i.payload.data),
-                self.i.ready.eq(raw_ready),
+                self.i.ready.eq(raw_ready & crc.ready),
                 crc.data.eq(self.i.payload.data),
                 crc.valid.eq(self.i.valid & raw_ready),
             ]
-            with m.If(self.i.valid & raw_ready & self.i.payload.last):
+            with m.If(self.i.valid & self.i.ready & self.i.payload.last):
                 m.d.sync += [sending_crc.eq(1), crc_index.eq(0)]
         with m.Else():
             m.d.comb += [
-                raw_valid.eq(1),
+                raw_valid.eq(crc.ready),
                 raw_byte.eq(crc.crc.word_select(crc_index, 8)),
                 raw_last.eq(crc_index == CRC_BYTES - 1),
             ]
-            with m.If(raw_ready):
+            with m.If(raw_valid & raw_ready):
                 m.d.sync += crc_index.eq(crc_index + 1)
                 with m.If(raw_last):
                     m.d.sync += sending_crc.eq(0)

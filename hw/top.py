@@ -32,7 +32,7 @@ from .buffers import BufferBank
 from .controllers import BinaryController, Int8Controller
 from .counters import PerformanceCounters, counter_memory_shape
 from .dual_mac import BACKENDS
-from .framing import RING_DEPTH, FrameDecoder, FrameEncoder
+from .framing import CRC_BITS, RING_DEPTH, FrameDecoder, FrameEncoder
 from .requant import MULT_CYCLES
 from .requant_serial import SerialRequantizer
 from .sequencer import CommandSequencer
@@ -98,6 +98,10 @@ class TopConfig:
         :class:`~qaccel.hw.skid.SkidBuffer` (a row per cycle), or with ``False`` a
         :class:`~qaccel.hw.skid.RegisterSlice` (a row per two cycles; the controller takes
         ``cols`` cycles per row or more anyway), with half the flip-flops and no multiplexer.
+    crc_bits : int
+        Bits per cycle of the frame decoder's and encoder's CRC-32
+        (:mod:`~qaccel.hw.framing`): 8, a byte per cycle; 1, a byte per 8 cycles (far more
+        than a UART needs) in about 70 LUT4s less each.
     clock_hz : int
         Fabric clock, reported by INFO and used for the UART divider.
     baud : int
@@ -125,6 +129,7 @@ class TopConfig:
     hold_registers: bool = True
     operand_skid: bool = True
     output_skid: bool = True
+    crc_bits: int = 8
     clock_hz: int = 12_000_000
     baud: int = 0
     counter_width: int = 40
@@ -173,6 +178,9 @@ class TopConfig:
         if self.requantizer not in REQUANTIZERS:
             raise ValueError(f"requantizer must be one of {', '.join(REQUANTIZERS)}; not "
                              f"{self.requantizer!r}")
+        if self.crc_bits not in CRC_BITS or isinstance(self.crc_bits, bool):
+            raise ValueError(f"crc_bits must be one of {', '.join(map(str, CRC_BITS))}; not "
+                             f"{self.crc_bits!r}")
         for name in ("hold_registers", "operand_skid", "output_skid"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, not {getattr(self, name)!r}")
@@ -286,8 +294,8 @@ class AcceleratorTop(wiring.Component):
         sizes = {buffer: config.buffer_bytes(buffer) for buffer in proto.BufferId}
         words = {buffer: config.word_bytes(buffer) for buffer in proto.BufferId}
 
-        m.submodules.decoder = decoder = FrameDecoder(proto.MAX_FRAME)
-        m.submodules.encoder = encoder = FrameEncoder()
+        m.submodules.decoder = decoder = FrameDecoder(proto.MAX_FRAME, crc_bits=config.crc_bits)
+        m.submodules.encoder = encoder = FrameEncoder(crc_bits=config.crc_bits)
         m.submodules.buffers = bank = BufferBank(sizes, words)
         m.submodules.counters = counters = PerformanceCounters(config.counter_width)
         aw = bank.byte_address_width

@@ -22,9 +22,9 @@ class FramingTestTop(wiring.Component):
     Every decoder member except its input appears under the same name.
     """
 
-    def __init__(self, max_frame=protocol.MAX_FRAME):
-        self.decoder = FrameDecoder(max_frame)
-        self.encoder = FrameEncoder()
+    def __init__(self, max_frame=protocol.MAX_FRAME, crc_bits=8):
+        self.decoder = FrameDecoder(max_frame, crc_bits=crc_bits)
+        self.encoder = FrameEncoder(crc_bits=crc_bits)
         self._decoder_members = {name: member for name, member
                                  in self.decoder.signature.members.items() if name != "i"}
         super().__init__({
@@ -65,10 +65,13 @@ class FramingTestTop(wiring.Component):
         return m
 
 
-def test_framing_cocotb():
+# a byte-wide CRC (one byte per cycle) and a bit-serial one (the iCEBreaker's)
+@pytest.mark.parametrize("crc_bits", [8, 1])
+def test_framing_cocotb(crc_bits):
     max_frame = protocol.MAX_FRAME
-    tests = run_cocotb(FramingTestTop(max_frame), toplevel="framing_top",
-                       test_module="qaccel.sim.tb.framing", params={"max_frame": max_frame})
+    tests = run_cocotb(FramingTestTop(max_frame, crc_bits), toplevel=f"framing_top_crc{crc_bits}",
+                       test_module="qaccel.sim.tb.framing",
+                       params={"max_frame": max_frame, "crc_bits": crc_bits})
     assert tests == 4
 
 
@@ -77,6 +80,7 @@ def test_framing_cocotb():
     ({"max_frame": 300.0}, TypeError, "max_frame must be an integer, not 300.0"),
     ({"max_frame": True}, TypeError, "max_frame must be an integer, not True"),
     ({"counter_width": 0}, ValueError, "counter_width must be in 1..64, not 0"),
+    ({"crc_bits": 3}, ValueError, "crc_bits must be one of 1, 2, 4, 8; not 3"),
 ])
 def test_decoder_rejects_bad_parameters(kwargs, error, message):
     with pytest.raises(error, match=f"^{message}$"):
@@ -87,6 +91,9 @@ def test_encoder_rejects_non_cobs_block_size():
     with pytest.raises(ValueError, match=r"^max_block must be 254 \(fixed by COBS\), not 100$"):
         FrameEncoder(max_block=100)
     assert FrameEncoder(max_block=254).max_block == 254
+    with pytest.raises(ValueError, match="^crc_bits must be one of 1, 2, 4, 8; not True$"):
+        FrameEncoder(crc_bits=True)
+    assert FrameEncoder(crc_bits=2).crc_bits == 2
 
 
 def test_decoder_ports():

@@ -22,14 +22,15 @@ from qaccel.sw import protocol as proto
 SYSTEM = TopConfig(rows=2, cols=4, pe=3, simd=64, weights_bytes=1024, activations_bytes=1024,
                    params_bytes=512, outputs_bytes=1024, binary_max_k=256, binary_max_n=24,
                    max_thresholds=3, mult_cycles=4)
-#: The UART build: a 4x4 array, 8 clocks per bit, the serial requantizer, no hold registers
-#: no operand skid and the half-rate output register (as on the iCEBreaker). (The generic backend: Yosys' SB_MAC16 model makes a Verilator build several
+#: The UART build: a 4x4 array, 8 clocks per bit, the serial requantizer, no hold registers,
+#: no operand skid, the half-rate output register and the bit-serial CRC (as on the
+#: iCEBreaker). (The generic backend: Yosys' SB_MAC16 model makes a Verilator build several
 #: times larger; tests/test_systolic.py covers it.)
 UART = TopConfig(rows=4, cols=4, backend="generic", pe=4, simd=32, weights_bytes=512,
                  activations_bytes=512, params_bytes=256, outputs_bytes=512, binary_max_k=128,
                  binary_max_n=16, max_thresholds=2, clock_hz=8_000_000, baud=1_000_000,
                  requantizer="serial", hold_registers=False, operand_skid=False,
-                 output_skid=False)
+                 output_skid=False, crc_bits=1)
 
 #: Corruptions in the fault campaign: four cocotb tests (``faults_0``..``faults_3``) of 250.
 FAULTS = 1000
@@ -100,6 +101,7 @@ def test_capabilities_and_words():
     (dict(hold_registers=None), TypeError, "hold_registers must be True or False, not None"),
     (dict(operand_skid=1), TypeError, "operand_skid must be True or False, not 1"),
     (dict(output_skid="no"), TypeError, "output_skid must be True or False, not 'no'"),
+    (dict(crc_bits=3), ValueError, "crc_bits must be one of 1, 2, 4, 8; not 3"),
     (dict(baud=-1), ValueError, "baud must be in 0..4294967295, not -1"),
     (dict(counter_width=8), ValueError, "counter_width must be in 16..64, not 8"),
 ])
