@@ -34,7 +34,8 @@ class ICEBreaker(Board):
                                           "counter_width": 32,
                                           # the INT8 engine's smallest form (--int8)
                                           "requantizer": "serial", "hold_registers": False,
-                                          "operand_skid": False, "output_skid": False,
+                                          "operand_skid": False,
+                                          "output_buffer": "none",
                                           # a byte per 8 cycles: a UART brings one per 80
                                           "crc_bits": 1})
     oscillator_hz = 12e6

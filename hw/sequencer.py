@@ -273,11 +273,10 @@ class CommandSequencer(wiring.Component):
         running = run_state == proto.RunState.BUSY
         m.d.comb += self.running.eq(running)
         run_is_int8 = Signal()
-        # The finished run's work (m * k * n, the `work_full` product of the RUN's checks,
-        # below) goes to the counters one cycle after run_done, from registers: run_done
-        # comes from deep in the engine controllers, and the counters' adders are long carry
-        # chains. `work_full` and `run_is_int8` hold until the next RUN is checked, which
-        # cannot start while this one runs (BUSY).
+        # The finished run's work (m * k * n, the last product of the RUN's checks, below,
+        # left in the multiplier's register) goes to the counters one cycle after run_done.
+        # It and `run_is_int8` hold until the next RUN is checked, which cannot start while
+        # this one runs (BUSY) and comes dozens of cycles after it (the counters need 9).
         run_finished = Signal()
         m.d.sync += run_finished.eq(running & self.run_done)
         work = Signal(self.counter_width)
@@ -395,15 +394,16 @@ class CommandSequencer(wiring.Component):
         binary_ok_q = Signal()
 
         # Products for the region lengths, saturated at `limit`, and the run's work m * n * k
-        # (exact for any run that passes the region checks: then m * n < limit).
+        # (exact for any run that passes the region checks: then m * n < limit). The work is
+        # the last product: it stays in the multiplier's register, which no other command
+        # uses before the next RUN's checks.
         a_len = Signal(length_width)
         w_len = Signal(length_width)
         mn = Signal(length_width)
-        work_full = Signal(x_width + 17)
-        m.d.comb += work.eq(work_full)
         nt = Signal(length_width)
         packed_out = Signal(length_width)
-        products = [a_len, w_len, mn, work_full, nt, packed_out]
+        m.d.comb += work.eq(mul.product)
+        products = [a_len, w_len, mn, nt, packed_out, None]
         rows_log2 = exact_log2(caps.rows)
         cols_log2 = exact_log2(caps.cols)
         m_pad = (((d_m + caps.rows - 1) >> rows_log2) << rows_log2)[:17]
@@ -425,12 +425,12 @@ class CommandSequencer(wiring.Component):
             (by_engine(d_k, row_bytes), by_engine(m_pad, d_m)),         # activations bytes
             (by_engine(d_k, row_bytes), by_engine(n_pad, d_n)),         # weights bytes
             (d_n, d_m),                                                 # m * n
-            (mn, d_k),                                                  # m * n * k
             (t_count, d_n),                                             # n * thresholds
             (packed_row, d_m),                                          # packed binary rows
+            (mn, d_k),                                                  # m * n * k: the work
         ]
         if not caps.has_binary:   # the binary regions' products are not needed
-            del products[4:], operands[4:]
+            del products[3:5], operands[3:5]
         product_index = Signal(range(len(products) + 1))
         region_width = max(length_width + 2, 20)
         out_len = Signal(region_width)
@@ -847,12 +847,11 @@ class CommandSequencer(wiring.Component):
                 with m.Elif(~mul.busy):
                     with m.Switch(product_index):
                         for index, register in enumerate(products):
+                            if register is None:       # the work: left in the multiplier
+                                continue
                             with m.Case(index):
-                                if register is work_full:
-                                    m.d.sync += register.eq(mul.product)
-                                else:
-                                    too_big = mul.product[aw + 1:] != 0
-                                    m.d.sync += register.eq(Mux(too_big, limit, mul.product))
+                                too_big = mul.product[aw + 1:] != 0
+                                m.d.sync += register.eq(Mux(too_big, limit, mul.product))
                     m.d.sync += [product_index.eq(product_index + 1), started.eq(0)]
                     with m.If(product_index == len(products) - 1):
                         m.next = "REGIONS"

@@ -43,12 +43,15 @@ Flow control
 ------------
 One enable freezes the whole array (operand skew, multipliers, accumulators, tags): it is
 low only when a finished row is waiting and the output cannot take it. The output goes
-through a register slice, so that enable is a function of registers, not of ``o.ready``: a
-:class:`~qaccel.hw.skid.SkidBuffer` (``output_skid``, the default), or a
-:class:`~qaccel.hw.skid.RegisterSlice`, with half the registers, which takes a row every
-other cycle. A tile's rows finish in consecutive cycles, so that costs ``rows - 1`` stalls
-per tile, except when the consumer is slower than a row per two cycles anyway (the
-accelerator's controller serializes a row over ``cols`` cycles, or more). When the activation or weight stream has no data the array does not stop: it
+through a register slice (``output_buffer``), so that enable is a function of registers, not
+of ``o.ready``: a :class:`~qaccel.hw.skid.SkidBuffer` (``"skid"``, the default), or a
+:class:`~qaccel.hw.skid.RegisterSlice` (``"register"``), with half the registers, which
+takes a row every other cycle. A tile's rows finish in consecutive cycles, so that costs
+``rows - 1`` stalls per tile, except when the consumer is slower than a row per two cycles
+anyway (the accelerator's controller serializes a row over ``cols`` cycles, or more). With
+``"none"`` the output is read straight from the array (its hold registers or accumulators)
+and the enable follows ``o.ready`` combinationally: no output registers at all, but the
+array stands still while a row waits, for as long as the consumer takes over it. When the activation or weight stream has no data the array does not stop: it
 injects a bubble (zero operands, no tags), so tiles in flight keep draining. Consecutive
 tiles' ``last`` steps are spaced at least ``tile_spacing = max(groups, rows)`` cycles apart
 (bubbles are inserted when a tile has fewer steps) so that a row's hold registers are read
@@ -87,7 +90,10 @@ from amaranth.lib.wiring import In, Out
 from .dual_mac import BACKENDS, LATENCY, DualMAC, SingleMultiplier
 from .skid import RegisterSlice, SkidBuffer
 
-__all__ = ["SystolicArray", "MAX_K"]
+__all__ = ["SystolicArray", "MAX_K", "OUTPUT_BUFFERS"]
+
+#: Choices of :class:`SystolicArray`'s ``output_buffer``.
+OUTPUT_BUFFERS = ("skid", "register", "none")
 
 #: Largest K whose int32 accumulation can never wrap (``golden.GEMM_INT8_MAX_K_NO_WRAP``).
 MAX_K = 131071
@@ -123,10 +129,11 @@ class SystolicArray(wiring.Component):
     hold_registers : bool
         ``True``: a hold register per lane, full rate between tiles. ``False``: rows are read
         from the accumulators, ``groups`` bubbles per tile (module documentation).
-    output_skid : bool
-        ``True``: the output rows go through a :class:`~qaccel.hw.skid.SkidBuffer`, one per
-        cycle. ``False``: through a :class:`~qaccel.hw.skid.RegisterSlice`, one per two
-        cycles, at about half the output registers' cost.
+    output_buffer : {"skid", "register", "none"}
+        ``"skid"``: the output rows go through a :class:`~qaccel.hw.skid.SkidBuffer`, one
+        per cycle. ``"register"``: through a :class:`~qaccel.hw.skid.RegisterSlice`, one per
+        two cycles, at about half the output registers' cost. ``"none"``: no output
+        registers; the array waits while a row is being taken.
 
     Members
     -------
@@ -149,7 +156,7 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, rows, cols, *, backend="generic", packed=True, primitive=None,
-                 max_k=MAX_K, hold_registers=True, output_skid=True):
+                 max_k=MAX_K, hold_registers=True, output_buffer="skid"):
         self.rows = _positive_int("rows", rows)
         self.cols = _positive_int("cols", cols)
         if not isinstance(backend, str):
@@ -164,9 +171,10 @@ class SystolicArray(wiring.Component):
         if not isinstance(hold_registers, bool):
             raise TypeError(f"hold_registers must be True or False, not {hold_registers!r}")
         self.hold_registers = hold_registers
-        if not isinstance(output_skid, bool):
-            raise TypeError(f"output_skid must be True or False, not {output_skid!r}")
-        self.output_skid = output_skid
+        if output_buffer not in OUTPUT_BUFFERS:
+            raise ValueError(f"output_buffer must be one of {', '.join(OUTPUT_BUFFERS)}; not "
+                             f"{output_buffer!r}")
+        self.output_buffer = output_buffer
         self.backend = backend
         self.packed = packed
         self.primitive = primitive
@@ -218,14 +226,14 @@ class SystolicArray(wiring.Component):
     @property
     def latency(self):
         # skew and operand hops to the last group (groups), multiplier, accumulator and
-        # row-done registers (1), output skid register (1)
-        return len(self.groups) + self.mac_latency + 2
+        # row-done registers (1), output register (1, unless there is none)
+        return len(self.groups) + self.mac_latency + 1 + (self.output_buffer != "none")
 
     @property
     def row_interval(self):
-        """Cycles between output rows when the output is always ready (1, or 2 without
-        ``output_skid``)."""
-        return (SkidBuffer if self.output_skid else RegisterSlice).interval
+        """Cycles between output rows when the output is always ready (2 with the
+        ``"register"`` output buffer, else 1)."""
+        return RegisterSlice.interval if self.output_buffer == "register" else 1
 
     def tile_cycles(self, k, m=None):
         """Clock cycles from the ``cmd`` transfer to the transfer of the tile's last output
@@ -267,23 +275,27 @@ class SystolicArray(wiring.Component):
             "row": self.out_layout["row"].shape,
             "last": 1,
         })
-        m.submodules.out_skid = skid = (SkidBuffer if self.output_skid
-                                        else RegisterSlice)(skid_layout)
+        if self.output_buffer == "none":
+            out_i = out_o = stream.Signature(skid_layout).create()
+        else:
+            buffer = SkidBuffer if self.output_buffer == "skid" else RegisterSlice
+            m.submodules.out_buffer = out_buffer = buffer(skid_layout)
+            out_i, out_o = out_buffer.i, out_buffer.o
         m.d.comb += [
-            self.o.valid.eq(skid.o.valid),
-            skid.o.ready.eq(self.o.ready),
-            self.o.payload.row.eq(skid.o.payload.row),
-            self.o.payload.last.eq(skid.o.payload.last),
+            self.o.valid.eq(out_o.valid),
+            out_o.ready.eq(self.o.ready),
+            self.o.payload.row.eq(out_o.payload.row),
+            self.o.payload.last.eq(out_o.payload.last),
         ]
         for j in range(cols):
-            m.d.comb += self.o.payload.data[j].eq(skid.o.payload.data[j])
+            m.d.comb += self.o.payload.data[j].eq(out_o.payload.data[j])
 
         row_done = Signal(rows)   # row i's totals are complete (held, or in its accumulators)
         row_end = Signal(rows)    # ... and it is the tile's last row
         out_valid = row_done.any()
         enable = Signal()
         # Freeze everything only when a finished row cannot be handed to the output.
-        m.d.comb += enable.eq(~out_valid | skid.i.ready)
+        m.d.comb += enable.eq(~out_valid | out_i.ready)
 
         def delay(value, cycles, name, reset_less=True):
             out = value
@@ -457,8 +469,8 @@ class SystolicArray(wiring.Component):
         # ---- output: the finished row (at most one at a time, by the tile spacing), from
         # its hold registers, or from its accumulators, which bubbles leave unchanged until
         # the next tile's first step, late enough by `drained` ----
-        out = skid.i.payload
-        m.d.comb += skid.i.valid.eq(out_valid)
+        out = out_i.payload
+        m.d.comb += out_i.valid.eq(out_valid)
         for j in range(cols):
             m.d.comb += out.data[j].eq(functools.reduce(
                 operator.or_, [Mux(row_done[i], results[i][j], 0) for i in range(rows)]))

@@ -36,6 +36,7 @@ from .framing import CRC_BITS, RING_DEPTH, FrameDecoder, FrameEncoder
 from .requant import MULT_CYCLES
 from .requant_serial import SerialRequantizer
 from .sequencer import CommandSequencer
+from .systolic import OUTPUT_BUFFERS
 from .uart import UART
 
 __all__ = ["TopConfig", "AcceleratorTop", "UARTAcceleratorTop"]
@@ -93,11 +94,12 @@ class TopConfig:
         The register slice between the INT8 controller's buffer reads and the array
         (:class:`~qaccel.hw.controllers.Int8Controller`); ``False`` saves its
         ``16 * (rows + cols)`` flip-flops for a longer path on slow clocks.
-    output_skid : bool
-        The systolic array's output register slice: a
-        :class:`~qaccel.hw.skid.SkidBuffer` (a row per cycle), or with ``False`` a
-        :class:`~qaccel.hw.skid.RegisterSlice` (a row per two cycles; the controller takes
-        ``cols`` cycles per row or more anyway), with half the flip-flops and no multiplexer.
+    output_buffer : {"skid", "register", "none"}
+        The systolic array's output buffer (:class:`~qaccel.hw.systolic.SystolicArray`): a
+        :class:`~qaccel.hw.skid.SkidBuffer` (a row per cycle), a
+        :class:`~qaccel.hw.skid.RegisterSlice` (a row per two cycles, half the flip-flops),
+        or none (the array waits while the controller takes a row, ``cols`` cycles or more;
+        no output registers, and the array's enable follows the controller's ``ready``).
     crc_bits : int
         Bits per cycle of the frame decoder's and encoder's CRC-32
         (:mod:`~qaccel.hw.framing`): 8, a byte per cycle; 1, a byte per 8 cycles (far more
@@ -128,7 +130,7 @@ class TopConfig:
     requantizer: str = "pipelined"
     hold_registers: bool = True
     operand_skid: bool = True
-    output_skid: bool = True
+    output_buffer: str = "skid"
     crc_bits: int = 8
     clock_hz: int = 12_000_000
     baud: int = 0
@@ -181,7 +183,10 @@ class TopConfig:
         if self.crc_bits not in CRC_BITS or isinstance(self.crc_bits, bool):
             raise ValueError(f"crc_bits must be one of {', '.join(map(str, CRC_BITS))}; not "
                              f"{self.crc_bits!r}")
-        for name in ("hold_registers", "operand_skid", "output_skid"):
+        if self.output_buffer not in OUTPUT_BUFFERS:
+            raise ValueError(f"output_buffer must be one of {', '.join(OUTPUT_BUFFERS)}; not "
+                             f"{self.output_buffer!r}")
+        for name in ("hold_registers", "operand_skid"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, not {getattr(self, name)!r}")
         integer("clock_hz", 1, 2**32 - 1)
@@ -338,7 +343,7 @@ class AcceleratorTop(wiring.Component):
                                   requantizer=config.requantizer,
                                   hold_registers=config.hold_registers,
                                   operand_skid=config.operand_skid,
-                                  output_skid=config.output_skid, address_width=aw,
+                                  output_buffer=config.output_buffer, address_width=aw,
                                   word_widths=word_widths)
             m.submodules.int8 = ResetInserter(seq.engine_reset)(int8)
             m.d.comb += int8.start.eq(seq.int8_start)

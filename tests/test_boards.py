@@ -596,7 +596,7 @@ def test_icebreaker_default_bitstream(tmp_path):
 def test_icebreaker_int8_top_bitstream(tmp_path):
     """The accelerator top with its INT8 engine on the UP5K: 2x4 (4 SB_MAC16, dual 8x8) alone,
     with the iCEBreaker's small-INT8 choices (serial requantizer, no hold registers, no
-    operand skid, the half-rate output register): a bitstream, SB_MAC16 as estimated, timing
+    operand skid or output buffer, the bit-serial CRC): a bitstream, SB_MAC16 as estimated, timing
     met at 24 MHz, the INFO the host tiles with. (4x4 needs about 400 cells more:
     docs/BOARDS.md.)"""
     from qaccel.boards.build import Progress, build
@@ -608,8 +608,8 @@ def test_icebreaker_int8_top_bitstream(tmp_path):
             pytest.skip(f"{status.tool} not installed (the build extra)")
     config = board.config(rows=2, cols=4, int8=True, binary=False)
     top = top_config(config)
-    assert (top.requantizer, top.hold_registers, top.operand_skid, top.output_skid) == (
-        "serial", False, False, False)
+    assert (top.requantizer, top.hold_registers, top.operand_skid, top.output_buffer) == (
+        "serial", False, False, "none")
     caps = top.capabilities()
     assert (caps.engines, caps.rows, caps.cols, caps.counter_width) == (1, 2, 4, 32)
     result = build(board, config, design="top", out_dir=tmp_path, progress=Progress(None))

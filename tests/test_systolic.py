@@ -14,12 +14,14 @@ from qaccel.sim.tb.systolic import array_params
 # (generic multipliers, Yosys' SB_MAC16, the DSP48E2 model); an odd column count (half a
 # DSP48E2 for the unpaired column); and the unpacked array.
 CONFIGS = [
-    pytest.param(2, 2, "generic", True, 131071, True, True, id="2x2-generic"),
+    pytest.param(2, 2, "generic", True, 131071, True, "skid", id="2x2-generic"),
     # as in the iCEBreaker's top: K up to 4095 (2 KiB buffers, 27-bit accumulators), no
-    # hold registers, the half-rate output register
-    pytest.param(4, 4, "ice40", True, 4095, False, False, id="4x4-ice40-k4095-nohold-noskid"),
-    pytest.param(3, 5, "dsp48e2", True, 131071, False, True, id="3x5-dsp48e2-nohold"),
-    pytest.param(2, 3, "generic", False, 131071, True, True, id="2x3-unpacked"),
+    # hold registers, no output buffer
+    pytest.param(4, 4, "ice40", True, 4095, False, "none", id="4x4-ice40-k4095-nohold-bare"),
+    # the half-rate output register
+    pytest.param(3, 5, "dsp48e2", True, 131071, False, "register",
+                 id="3x5-dsp48e2-nohold-register"),
+    pytest.param(2, 3, "generic", False, 131071, True, "skid", id="2x3-unpacked"),
 ]
 
 
@@ -34,10 +36,10 @@ def run_array(array, **kwargs):
                       params=params, extra_sources=extra, **kwargs)
 
 
-@pytest.mark.parametrize("rows,cols,backend,packed,max_k,hold_registers,output_skid", CONFIGS)
-def test_systolic_array(rows, cols, backend, packed, max_k, hold_registers, output_skid):
+@pytest.mark.parametrize("rows,cols,backend,packed,max_k,hold_registers,output_buffer", CONFIGS)
+def test_systolic_array(rows, cols, backend, packed, max_k, hold_registers, output_buffer):
     array = SystolicArray(rows, cols, backend=backend, packed=packed, max_k=max_k,
-                          hold_registers=hold_registers, output_skid=output_skid)
+                          hold_registers=hold_registers, output_buffer=output_buffer)
     assert run_array(array) == 5
 
 
@@ -55,10 +57,15 @@ def test_cycle_model():
     assert bare.cycles_per_tile(64) == 66 and bare.cycles_per_tile(1) == 4
     assert bare.cycles_per_tile(2) == 4 and bare.cycles_per_tile(3) == 5
     # the half-rate output register: a row every other cycle, rows - 1 stalls per tile
-    slim = SystolicArray(4, 4, backend="dsp48e2", hold_registers=False, output_skid=False)
+    slim = SystolicArray(4, 4, backend="dsp48e2", hold_registers=False,
+                         output_buffer="register")
     assert array.row_interval == 1 and slim.row_interval == 2
     assert slim.latency == 8 and slim.tile_cycles(64) == 64 + 8 + 6
     assert slim.cycles_per_tile(64) == 66 + 3
+    # no output buffer: one cycle less latency, a row per cycle when the output is ready
+    direct = SystolicArray(4, 4, backend="dsp48e2", hold_registers=False, output_buffer="none")
+    assert direct.latency == 7 and direct.row_interval == 1
+    assert direct.cycles_per_tile(64) == 66
     assert array.accumulator_width == 32
     # 4095 * 16384 < 2**26: 27 bits; K = 1 products fit 16
     assert SystolicArray(4, 4, max_k=4095).accumulator_width == 27
@@ -83,5 +90,6 @@ def test_parameter_errors():
     assert SystolicArray(2, 2, max_k=1000).cmd_layout["k"].width == 10
     with pytest.raises(TypeError, match="hold_registers must be True or False, not 0"):
         SystolicArray(2, 2, hold_registers=0)
-    with pytest.raises(TypeError, match="output_skid must be True or False, not None"):
-        SystolicArray(2, 2, output_skid=None)
+    with pytest.raises(ValueError, match="output_buffer must be one of skid, register, none; "
+                                         "not None"):
+        SystolicArray(2, 2, output_buffer=None)
