@@ -19,7 +19,7 @@ from ..sw.protocol import CRC_BYTES, DELIMITER, MAX_FRAME, REPLY_FLAG
 from .ram import NO_RW_CHECK, registered_read_port
 
 __all__ = ["FrameByte", "FrameDecoder", "FrameEncoder", "COBS_MAX_BLOCK", "RING_DEPTH",
-           "CRC_BITS"]
+           "CRC_BITS", "rom_base"]
 
 #: Data bytes in the longest COBS block (code byte 0xFF); fixed by the COBS definition.
 COBS_MAX_BLOCK = 254
@@ -77,6 +77,14 @@ class _ByteCRC(wiring.Component):
         return m
 
 
+def rom_base(max_frame, rom_bytes):
+    """Address of a :class:`FrameDecoder`'s ``rom``: the first multiple of its size (rounded
+    up to a power of two) at or after the frame, so that ``rom_base + i`` is ``rom_base | i``
+    (no adder in front of the address)."""
+    align = 1 << max(rom_bytes - 1, 0).bit_length()
+    return -(-max_frame // align) * align
+
+
 def _check_int(name, value, minimum, maximum):
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an integer, not {value!r}")
@@ -123,6 +131,11 @@ class FrameDecoder(wiring.Component):
     crc_bits : int
         Data bits the CRC takes per cycle: 8 (a byte per cycle), or 4, 2, 1 (a byte per 2, 4,
         8 cycles, in less logic).
+    rom : bytes
+        Constant bytes kept in the frame buffer's block RAM after its ``max_frame`` bytes,
+        never written, read at ``rd_addr`` :attr:`rom_base` ``+ i`` (the command sequencer
+        keeps its INFO reply there: a 512-byte block RAM has room next to a 268-byte frame,
+        and a table in logic would cost about 50 LUT4s).
 
     Members
     -------
@@ -135,8 +148,9 @@ class FrameDecoder(wiring.Component):
         Decoded bytes before the CRC (seq, opcode and body); valid with ``frame_valid``.
     seq, opcode : ``Out(8)``
         The frame's first two decoded bytes; valid with ``frame_valid`` and with ``bad_frame``.
-    rd_addr : ``In(range(max_frame))``
-        Frame buffer read address: byte 0 is ``seq``, 1 is the opcode, 2 the first body byte.
+    rd_addr : ``In(range(rom_base + len(rom)))``
+        Frame buffer read address: byte 0 is ``seq``, 1 is the opcode, 2 the first body byte;
+        ``rom`` from :attr:`rom_base` on.
     rd_data : ``Out(8)``
         Byte at the ``rd_addr`` of the previous cycle (read latency 1 cycle).
     frame_done : ``In(1)``
@@ -154,10 +168,14 @@ class FrameDecoder(wiring.Component):
     The strobes rise in the cycle after the delimiter was accepted; ``frame_valid`` too.
     """
 
-    def __init__(self, max_frame=MAX_FRAME, *, counter_width=16, crc_bits=8):
+    def __init__(self, max_frame=MAX_FRAME, *, counter_width=16, crc_bits=8, rom=b""):
         _check_int("max_frame", max_frame, _MIN_COMMAND_FRAME, 65536)
         _check_int("counter_width", counter_width, 1, 64)
         self._crc_bits = _check_crc_bits(crc_bits)
+        if not isinstance(rom, (bytes, bytearray)):
+            raise TypeError(f"rom must be bytes, not {rom!r}")
+        self._rom = bytes(rom)
+        self.rom_base = rom_base(max_frame, len(self._rom))
         self._max_frame = max_frame
         self._counter_width = counter_width
         super().__init__({
@@ -166,7 +184,7 @@ class FrameDecoder(wiring.Component):
             "length": Out(range(max_frame + 1)),
             "seq": Out(8),
             "opcode": Out(8),
-            "rd_addr": In(range(max_frame)),
+            "rd_addr": In(range(self.rom_base + len(self._rom))),
             "rd_data": Out(8),
             "frame_done": In(1),
             "bad_frame": Out(1),
@@ -194,9 +212,11 @@ class FrameDecoder(wiring.Component):
         max_frame = self._max_frame
 
         # Written while a frame arrives; its read data is used only while a good frame is
-        # held (input stopped), so a same-address collision needs no logic (see qaccel.hw.ram).
-        m.submodules.buffer = buffer = memory.Memory(shape=8, depth=max_frame, init=[],
-                                                     attrs=NO_RW_CHECK)
+        # held (input stopped), or from the ROM part, which is never written, so a
+        # same-address collision needs no logic (see qaccel.hw.ram).
+        m.submodules.buffer = buffer = memory.Memory(
+            shape=8, depth=self.rom_base + len(self._rom),
+            init=[0] * self.rom_base + list(self._rom), attrs=NO_RW_CHECK)
         write = buffer.write_port()
         read_addr, read_data = registered_read_port(m, buffer, "buffer_rd")
         m.d.comb += [read_addr.eq(self.rd_addr), self.rd_data.eq(read_data)]

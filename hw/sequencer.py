@@ -41,7 +41,7 @@ from amaranth.utils import exact_log2
 from ..sw import golden
 from ..sw import protocol as proto
 from ..sw.layout import PARAM_RECORD_BYTES
-from .framing import FrameByte
+from .framing import FrameByte, rom_base
 
 __all__ = ["ShiftAddMultiplier", "CommandSequencer", "descriptor_layout", "BodyKind"]
 
@@ -165,7 +165,8 @@ class CommandSequencer(wiring.Component):
     frame_valid, frame_length, frame_seq, frame_opcode, frame_rd_data : In
         From the frame decoder.
     frame_rd_addr, frame_done : Out
-        To the frame decoder.
+        To the frame decoder, which keeps :attr:`info_rom` (its ``rom``) from
+        :func:`~qaccel.hw.framing.rom_base` on: the INFO reply is read from there.
     frame_error : In(1)
         Strobe: the decoder dropped a bad frame (answered with a NAK).
     hold_input : Out(1)
@@ -209,6 +210,8 @@ class CommandSequencer(wiring.Component):
                             f"{capabilities!r}")
         self.capabilities = capabilities
         self.max_frame = max_frame
+        #: What INFO replies: the frame decoder keeps it (``FrameDecoder(rom=...)``).
+        self.info_rom = capabilities.pack()
         self.address_width = address_width
         self.counter_width = counter_width
         self.sizes = {buffer: capabilities.buffer_bytes(buffer) for buffer in proto.BufferId}
@@ -219,7 +222,8 @@ class CommandSequencer(wiring.Component):
             "frame_length": In(range(max_frame + 1)),
             "frame_seq": In(8),
             "frame_opcode": In(8),
-            "frame_rd_addr": Out(range(max_frame)),
+            "frame_rd_addr": Out(range(rom_base(max_frame, len(self.info_rom))
+                                       + len(self.info_rom))),
             "frame_rd_data": In(8),
             "frame_done": Out(1),
             "frame_error": In(1),
@@ -556,12 +560,13 @@ class CommandSequencer(wiring.Component):
                                                  self.counter_value[8:self.counter_width],
                                                  counter_shift >> 8))
 
-        cap_bytes = caps.pack()
-        cap_rom = Const(int.from_bytes(cap_bytes, "little"), 8 * len(cap_bytes))
-        table_byte = Signal(8)     # the fetched byte of a body that is not READ
+        # INFO bytes come from the frame buffer's ROM part, one cycle after their address
+        # (the frame buffer's read port is free once the command is parsed).
+        info_base = rom_base(self.max_frame, len(self.info_rom))
+        info_bits = (len(self.info_rom) - 1).bit_length()
+        m.d.comb += self.frame_rd_addr.eq(info_base | fetch_index[:info_bits])
+        table_byte = Signal(8)     # the fetched byte of a STATUS or COUNTERS body
         with m.Switch(body_kind):
-            with m.Case(BodyKind.INFO):
-                m.d.comb += table_byte.eq(cap_rom.word_select(fetch_index[:6], 8))
             with m.Case(BodyKind.STATUS):
                 m.d.comb += table_byte.eq(status_snapshot.word_select(fetch_index[:3], 8))
             with m.Case(BodyKind.COUNTERS):
@@ -569,7 +574,9 @@ class CommandSequencer(wiring.Component):
                                               counter_shift[:8]))
         table_byte_1 = Signal(8)
         table_byte_2 = Signal(8)
-        m.d.sync += [table_byte_1.eq(table_byte), table_byte_2.eq(table_byte_1)]
+        m.d.sync += [table_byte_1.eq(table_byte),
+                     table_byte_2.eq(Mux(body_kind == BodyKind.INFO, self.frame_rd_data,
+                                         table_byte_1))]
         m.d.comb += [
             body_fifo.w_en.eq(fetched[1]),
             body_fifo.w_data.eq(Mux(body_kind == BodyKind.READ, self.host_rd_data,

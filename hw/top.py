@@ -299,14 +299,16 @@ class AcceleratorTop(wiring.Component):
         sizes = {buffer: config.buffer_bytes(buffer) for buffer in proto.BufferId}
         words = {buffer: config.word_bytes(buffer) for buffer in proto.BufferId}
 
-        m.submodules.decoder = decoder = FrameDecoder(proto.MAX_FRAME, crc_bits=config.crc_bits)
-        m.submodules.encoder = encoder = FrameEncoder(crc_bits=config.crc_bits)
         m.submodules.buffers = bank = BufferBank(sizes, words)
         m.submodules.counters = counters = PerformanceCounters(config.counter_width)
         aw = bank.byte_address_width
         m.submodules.sequencer = seq = CommandSequencer(
             config.capabilities(), max_frame=proto.MAX_FRAME, address_width=aw,
             counter_width=config.counter_width)
+        # the INFO reply lives in the frame buffer's block RAM, after the frame
+        m.submodules.decoder = decoder = FrameDecoder(proto.MAX_FRAME, crc_bits=config.crc_bits,
+                                                      rom=seq.info_rom)
+        m.submodules.encoder = encoder = FrameEncoder(crc_bits=config.crc_bits)
 
         # ---- link ------------------------------------------------------------------------------
         m.d.comb += [

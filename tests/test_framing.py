@@ -10,7 +10,7 @@ from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from qaccel.hw.framing import FrameByte, FrameDecoder, FrameEncoder
+from qaccel.hw.framing import FrameByte, FrameDecoder, FrameEncoder, rom_base
 from qaccel.sim import run_cocotb
 from qaccel.sw import protocol
 
@@ -94,6 +94,15 @@ def test_encoder_rejects_non_cobs_block_size():
     with pytest.raises(ValueError, match="^crc_bits must be one of 1, 2, 4, 8; not True$"):
         FrameEncoder(crc_bits=True)
     assert FrameEncoder(crc_bits=2).crc_bits == 2
+
+
+def test_decoder_rom_placement():
+    # the INFO table after a 268-byte frame: at 320 = 0b101000000, so the address needs no adder
+    assert rom_base(268, 40) == 320 and rom_base(268, 0) == 268 and rom_base(256, 64) == 256
+    decoder = FrameDecoder(268, rom=bytes(40))
+    assert decoder.rom_base == 320 and len(decoder.rd_addr) == 9
+    with pytest.raises(TypeError, match="^rom must be bytes, not 'info'$"):
+        FrameDecoder(rom="info")
 
 
 def test_decoder_ports():
