@@ -36,6 +36,7 @@ class ICEBreaker(Board):
                                           "requantizer": "serial", "hold_registers": False,
                                           "operand_skid": False,
                                           "output_buffer": "none",
+                                          "dataflow": "broadcast",
                                           # a byte per 8 cycles: a UART brings one per 80
                                           "crc_bits": 1})
     oscillator_hz = 12e6

@@ -130,7 +130,7 @@ class Int8Controller(wiring.Component):
         ``True``: the operand pairs reach the array through a register slice (a shorter
         path from the array's control to the buffer read enables). ``False``: directly,
         ``16 * (rows + cols)`` flip-flops less.
-    output_buffer : {"skid", "register", "none"}
+    output_buffer : {"skid", "register", "none"}, dataflow : {"systolic", "broadcast"}
         Passed to the :class:`~qaccel.hw.systolic.SystolicArray`.
     address_width : int
         Byte address width of the descriptor fields.
@@ -153,7 +153,7 @@ class Int8Controller(wiring.Component):
 
     def __init__(self, *, rows, cols, backend, mult_cycles, address_width, word_widths,
                  requantizer="pipelined", hold_registers=True, operand_skid=True,
-                 output_buffer="skid"):
+                 output_buffer="skid", dataflow="systolic"):
         self.rows, self.cols = rows, cols
         self.backend = backend
         self.mult_cycles = mult_cycles
@@ -161,6 +161,7 @@ class Int8Controller(wiring.Component):
         self.hold_registers = hold_registers
         self.operand_skid = operand_skid
         self.output_buffer = output_buffer
+        self.dataflow = dataflow
         self.address_width = address_width
         self.word_widths = word_widths
         super().__init__(_controller_members(address_width, word_widths,
@@ -183,7 +184,8 @@ class Int8Controller(wiring.Component):
         m.submodules.array = array = SystolicArray(rows, cols, backend=self.backend,
                                                    max_k=min(MAX_RUN_K, (1 << count) - 1),
                                                    hold_registers=self.hold_registers,
-                                                   output_buffer=self.output_buffer)
+                                                   output_buffer=self.output_buffer,
+                                                   dataflow=self.dataflow)
         if self.requantizer == "serial":
             requant = SerialRequantizer(2 * cols, tag_width=aw)
         else:

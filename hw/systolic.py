@@ -90,10 +90,12 @@ from amaranth.lib.wiring import In, Out
 from .dual_mac import BACKENDS, LATENCY, DualMAC, SingleMultiplier
 from .skid import RegisterSlice, SkidBuffer
 
-__all__ = ["SystolicArray", "MAX_K", "OUTPUT_BUFFERS"]
+__all__ = ["SystolicArray", "MAX_K", "OUTPUT_BUFFERS", "DATAFLOWS"]
 
 #: Choices of :class:`SystolicArray`'s ``output_buffer``.
 OUTPUT_BUFFERS = ("skid", "register", "none")
+#: Choices of :class:`SystolicArray`'s ``dataflow``.
+DATAFLOWS = ("systolic", "broadcast")
 
 #: Largest K whose int32 accumulation can never wrap (``golden.GEMM_INT8_MAX_K_NO_WRAP``).
 MAX_K = 131071
@@ -134,6 +136,12 @@ class SystolicArray(wiring.Component):
         per cycle. ``"register"``: through a :class:`~qaccel.hw.skid.RegisterSlice`, one per
         two cycles, at about half the output registers' cost. ``"none"``: no output
         registers; the array waits while a row is being taken.
+    dataflow : {"systolic", "broadcast"}
+        ``"systolic"``: operands move one PE per cycle (skewed). ``"broadcast"`` (only
+        without hold registers): each activation reaches its whole row and each weight its
+        whole column in the same cycle, so no skew or hop registers (a small array's fanout
+        is cheap); all rows of a tile finish together and are read one after the other
+        while the array waits (module documentation).
 
     Members
     -------
@@ -156,7 +164,8 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, rows, cols, *, backend="generic", packed=True, primitive=None,
-                 max_k=MAX_K, hold_registers=True, output_buffer="skid"):
+                 max_k=MAX_K, hold_registers=True, output_buffer="skid",
+                 dataflow="systolic"):
         self.rows = _positive_int("rows", rows)
         self.cols = _positive_int("cols", cols)
         if not isinstance(backend, str):
@@ -175,6 +184,12 @@ class SystolicArray(wiring.Component):
             raise ValueError(f"output_buffer must be one of {', '.join(OUTPUT_BUFFERS)}; not "
                              f"{output_buffer!r}")
         self.output_buffer = output_buffer
+        if dataflow not in DATAFLOWS:
+            raise ValueError(f"dataflow must be one of {', '.join(DATAFLOWS)}; not "
+                             f"{dataflow!r}")
+        if dataflow == "broadcast" and hold_registers:
+            raise ValueError("dataflow 'broadcast' needs hold_registers=False")
+        self.dataflow = dataflow
         self.backend = backend
         self.packed = packed
         self.primitive = primitive
@@ -185,7 +200,8 @@ class SystolicArray(wiring.Component):
         else:
             self.groups = [[j] for j in range(cols)]
             self.mac_latency = 2
-        self.tile_spacing = max(len(self.groups), rows)
+        # broadcast: a tile's rows are read before the next tile's products reach them
+        self.tile_spacing = 1 if dataflow == "broadcast" else max(len(self.groups), rows)
 
         self.cmd_layout = data.StructLayout({
             "k": unsigned(self.max_k.bit_length()),
@@ -224,10 +240,15 @@ class SystolicArray(wiring.Component):
         return self.rows * len(self.groups)
 
     @property
+    def _operand_delay(self):
+        # skew and operand hops to the last group, or the one broadcast register
+        return 1 if self.dataflow == "broadcast" else len(self.groups)
+
+    @property
     def latency(self):
-        # skew and operand hops to the last group (groups), multiplier, accumulator and
-        # row-done registers (1), output register (1, unless there is none)
-        return len(self.groups) + self.mac_latency + 1 + (self.output_buffer != "none")
+        # operand registers, multiplier, accumulator and row-done registers (1), output
+        # register (1, unless there is none)
+        return self._operand_delay + self.mac_latency + 1 + (self.output_buffer != "none")
 
     @property
     def row_interval(self):
@@ -244,13 +265,18 @@ class SystolicArray(wiring.Component):
     def cycles_per_tile(self, k):
         """Cycles per full tile in steady state (back-to-back commands, operands and output
         always ready): the steps, the bubbles, and the stalls of a half-rate output."""
+        if self.dataflow == "broadcast":
+            # the array waits while the rows of each tile but the last are read
+            return max(k, 1) + self.drain_bubbles + self.row_interval * (self.rows - 1)
         return (max(max(k, 1) + self.drain_bubbles, self.tile_spacing)
                 + (self.row_interval - 1) * (self.rows - 1))
 
     @property
     def drain_bubbles(self):
         """Bubbles between a tile's last step and the next tile's first (no hold registers)."""
-        return 0 if self.hold_registers else len(self.groups)
+        if self.hold_registers:
+            return 0
+        return 1 if self.dataflow == "broadcast" else len(self.groups)
 
     # -- gateware ------------------------------------------------------------------------
 
@@ -292,10 +318,27 @@ class SystolicArray(wiring.Component):
 
         row_done = Signal(rows)   # row i's totals are complete (held, or in its accumulators)
         row_end = Signal(rows)    # ... and it is the tile's last row
-        out_valid = row_done.any()
+        broadcast = self.dataflow == "broadcast"
         enable = Signal()
-        # Freeze everything only when a finished row cannot be handed to the output.
-        m.d.comb += enable.eq(~out_valid | out_i.ready)
+        if broadcast:
+            # All rows of a tile finish together: they are read lowest first, and the array
+            # waits until the last of them goes (that read clears every row's accumulators).
+            row_read = Signal(rows)          # rows of the finished tile already handed on
+            pending = Signal(rows)
+            m.d.comb += pending.eq(row_done & ~row_read)
+            out_valid = pending.any()
+            first_pending = Signal(rows)     # one-hot: the lowest pending row
+            m.d.comb += first_pending.eq(pending & -pending)
+            last_pending = (pending & ~first_pending) == 0
+            m.d.comb += enable.eq(~out_valid | (out_i.ready & last_pending))
+            with m.If(out_valid & out_i.ready):
+                m.d.sync += row_read.eq(Mux(last_pending, 0, row_read | first_pending))
+            reading = first_pending
+        else:
+            out_valid = row_done.any()
+            # Freeze everything only when a finished row cannot be handed to the output.
+            m.d.comb += enable.eq(~out_valid | out_i.ready)
+            reading = row_done
 
         def delay(value, cycles, name, reset_less=True):
             out = value
@@ -400,26 +443,35 @@ class SystolicArray(wiring.Component):
             m.d.comb += value.eq(Mux(load & col_mask[j], self.w.payload[j], 0))
             injected_w.append(value)
 
-        # ---- skew and operand hops ----
-        # a_hop[i][p]: activation at PE (i, p); row i is skewed by i, one hop per group.
-        a_hop = []
-        for i in range(rows):
-            chain = [delay(injected_a[i], i + 1, f"a_skew_{i}")]
-            for p in range(1, n_groups):
-                chain.append(delay(chain[-1], 1, f"a_hop_{i}_{p}"))
-            a_hop.append(chain)
-        # w_hop[i][j]: weight lane j at row i; group p is skewed by p, one hop per row.
-        w_hop = [[delay(injected_w[j], group_of[j] + 1, f"w_skew_{j}") for j in range(cols)]]
-        for i in range(1, rows):
-            w_hop.append([delay(w_hop[-1][j], 1, f"w_hop_{i}_{j}") for j in range(cols)])
-        # tags at the accumulators: the operands' timing plus the multiplier latency
-        tag_at = []
-        for i in range(rows):
-            chain = [delay(injected_tags[i], i + 1 + self.mac_latency, f"tag_skew_{i}",
-                           reset_less=False)]
-            for p in range(1, n_groups):
-                chain.append(delay(chain[-1], 1, f"tag_hop_{i}_{p}", reset_less=False))
-            tag_at.append(chain)
+        # ---- skew and operand hops (or one broadcast register per operand) ----
+        if broadcast:
+            a_regs = [delay(injected_a[i], 1, f"a_bcast_{i}") for i in range(rows)]
+            w_regs = [delay(injected_w[j], 1, f"w_bcast_{j}") for j in range(cols)]
+            a_hop = [[a_regs[i]] * n_groups for i in range(rows)]
+            w_hop = [list(w_regs) for _ in range(rows)]
+            tag_at = [[delay(injected_tags[i], 1 + self.mac_latency, f"tag_{i}",
+                             reset_less=False)] * n_groups for i in range(rows)]
+        else:
+            # a_hop[i][p]: activation at PE (i, p); row i is skewed by i, one hop per group.
+            a_hop = []
+            for i in range(rows):
+                chain = [delay(injected_a[i], i + 1, f"a_skew_{i}")]
+                for p in range(1, n_groups):
+                    chain.append(delay(chain[-1], 1, f"a_hop_{i}_{p}"))
+                a_hop.append(chain)
+            # w_hop[i][j]: weight lane j at row i; group p is skewed by p, one hop per row.
+            w_hop = [[delay(injected_w[j], group_of[j] + 1, f"w_skew_{j}")
+                      for j in range(cols)]]
+            for i in range(1, rows):
+                w_hop.append([delay(w_hop[-1][j], 1, f"w_hop_{i}_{j}") for j in range(cols)])
+            # tags at the accumulators: the operands' timing plus the multiplier latency
+            tag_at = []
+            for i in range(rows):
+                chain = [delay(injected_tags[i], i + 1 + self.mac_latency, f"tag_skew_{i}",
+                               reset_less=False)]
+                for p in range(1, n_groups):
+                    chain.append(delay(chain[-1], 1, f"tag_hop_{i}_{p}", reset_less=False))
+                tag_at.append(chain)
 
         # ---- processing elements ----
         results = [[None] * cols for _ in range(rows)]   # what the output reads
@@ -466,17 +518,18 @@ class SystolicArray(wiring.Component):
                 m.d.sync += [row_done[i].eq(tag_at[i][-1].last),
                              row_end[i].eq(tag_at[i][-1].end)]
 
-        # ---- output: the finished row (at most one at a time, by the tile spacing), from
-        # its hold registers, or from its accumulators, which bubbles leave unchanged until
-        # the next tile's first step, late enough by `drained` ----
+        # ---- output: the finished row (systolic: at most one at a time, by the tile
+        # spacing; broadcast: the lowest one not read yet), from its hold registers, or from
+        # its accumulators, which bubbles leave unchanged until the next tile's first step,
+        # late enough by `drained` ----
         out = out_i.payload
         m.d.comb += out_i.valid.eq(out_valid)
         for j in range(cols):
             m.d.comb += out.data[j].eq(functools.reduce(
-                operator.or_, [Mux(row_done[i], results[i][j], 0) for i in range(rows)]))
+                operator.or_, [Mux(reading[i], results[i][j], 0) for i in range(rows)]))
         m.d.comb += [
             out.row.eq(functools.reduce(
-                operator.or_, [Mux(row_done[i], i, 0) for i in range(rows)])),
-            out.last.eq((row_done & row_end).any()),
+                operator.or_, [Mux(reading[i], i, 0) for i in range(rows)])),
+            out.last.eq((reading & row_end).any()),
         ]
         return m

@@ -36,7 +36,7 @@ from .framing import CRC_BITS, RING_DEPTH, FrameDecoder, FrameEncoder
 from .requant import MULT_CYCLES
 from .requant_serial import SerialRequantizer
 from .sequencer import CommandSequencer
-from .systolic import OUTPUT_BUFFERS
+from .systolic import DATAFLOWS, OUTPUT_BUFFERS
 from .uart import UART
 
 __all__ = ["TopConfig", "AcceleratorTop", "UARTAcceleratorTop"]
@@ -100,6 +100,9 @@ class TopConfig:
         :class:`~qaccel.hw.skid.RegisterSlice` (a row per two cycles, half the flip-flops),
         or none (the array waits while the controller takes a row, ``cols`` cycles or more;
         no output registers, and the array's enable follows the controller's ``ready``).
+    dataflow : {"systolic", "broadcast"}
+        The systolic array's dataflow: operands skewed through the PEs, or broadcast to a row
+        or column at once (no skew registers; only with ``hold_registers=False``).
     crc_bits : int
         Bits per cycle of the frame decoder's and encoder's CRC-32
         (:mod:`~qaccel.hw.framing`): 8, a byte per cycle; 1, a byte per 8 cycles (far more
@@ -131,6 +134,7 @@ class TopConfig:
     hold_registers: bool = True
     operand_skid: bool = True
     output_buffer: str = "skid"
+    dataflow: str = "systolic"
     crc_bits: int = 8
     clock_hz: int = 12_000_000
     baud: int = 0
@@ -186,6 +190,11 @@ class TopConfig:
         if self.output_buffer not in OUTPUT_BUFFERS:
             raise ValueError(f"output_buffer must be one of {', '.join(OUTPUT_BUFFERS)}; not "
                              f"{self.output_buffer!r}")
+        if self.dataflow not in DATAFLOWS:
+            raise ValueError(f"dataflow must be one of {', '.join(DATAFLOWS)}; not "
+                             f"{self.dataflow!r}")
+        if self.dataflow == "broadcast" and self.hold_registers:
+            raise ValueError("dataflow 'broadcast' needs hold_registers=False")
         for name in ("hold_registers", "operand_skid"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, not {getattr(self, name)!r}")
@@ -345,7 +354,8 @@ class AcceleratorTop(wiring.Component):
                                   requantizer=config.requantizer,
                                   hold_registers=config.hold_registers,
                                   operand_skid=config.operand_skid,
-                                  output_buffer=config.output_buffer, address_width=aw,
+                                  output_buffer=config.output_buffer,
+                                  dataflow=config.dataflow, address_width=aw,
                                   word_widths=word_widths)
             m.submodules.int8 = ResetInserter(seq.engine_reset)(int8)
             m.d.comb += int8.start.eq(seq.int8_start)

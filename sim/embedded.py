@@ -43,7 +43,8 @@ CONFIGS = {
                         "activations_bytes": 2048, "params_bytes": 1024,
                         "outputs_bytes": 2048, "counter_width": 32, "requantizer": "serial",
                         "hold_registers": False, "operand_skid": False,
-                        "output_buffer": "none", "crc_bits": 1},
+                        "output_buffer": "none", "crc_bits": 1,
+                        "dataflow": "broadcast"},
 }
 
 

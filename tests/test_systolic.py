@@ -14,14 +14,18 @@ from qaccel.sim.tb.systolic import array_params
 # (generic multipliers, Yosys' SB_MAC16, the DSP48E2 model); an odd column count (half a
 # DSP48E2 for the unpaired column); and the unpacked array.
 CONFIGS = [
-    pytest.param(2, 2, "generic", True, 131071, True, "skid", id="2x2-generic"),
+    pytest.param(2, 2, "generic", True, 131071, True, "skid", "systolic", id="2x2-generic"),
     # as in the iCEBreaker's top: K up to 4095 (2 KiB buffers, 27-bit accumulators), no
-    # hold registers, no output buffer
-    pytest.param(4, 4, "ice40", True, 4095, False, "none", id="4x4-ice40-k4095-nohold-bare"),
+    # hold registers, no output buffer, operands broadcast
+    pytest.param(4, 4, "ice40", True, 4095, False, "none", "broadcast",
+                 id="4x4-ice40-k4095-nohold-bare-broadcast"),
     # the half-rate output register
-    pytest.param(3, 5, "dsp48e2", True, 131071, False, "register",
+    pytest.param(3, 5, "dsp48e2", True, 131071, False, "register", "systolic",
                  id="3x5-dsp48e2-nohold-register"),
-    pytest.param(2, 3, "generic", False, 131071, True, "skid", id="2x3-unpacked"),
+    pytest.param(2, 3, "generic", False, 131071, True, "skid", "systolic", id="2x3-unpacked"),
+    # broadcast behind a half-rate output register, odd columns, generic multipliers
+    pytest.param(3, 3, "generic", True, 131071, False, "register", "broadcast",
+                 id="3x3-generic-nohold-register-broadcast"),
 ]
 
 
@@ -36,10 +40,13 @@ def run_array(array, **kwargs):
                       params=params, extra_sources=extra, **kwargs)
 
 
-@pytest.mark.parametrize("rows,cols,backend,packed,max_k,hold_registers,output_buffer", CONFIGS)
-def test_systolic_array(rows, cols, backend, packed, max_k, hold_registers, output_buffer):
+@pytest.mark.parametrize(
+    "rows,cols,backend,packed,max_k,hold_registers,output_buffer,dataflow", CONFIGS)
+def test_systolic_array(rows, cols, backend, packed, max_k, hold_registers, output_buffer,
+                        dataflow):
     array = SystolicArray(rows, cols, backend=backend, packed=packed, max_k=max_k,
-                          hold_registers=hold_registers, output_buffer=output_buffer)
+                          hold_registers=hold_registers, output_buffer=output_buffer,
+                          dataflow=dataflow)
     assert run_array(array) == 5
 
 

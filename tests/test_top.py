@@ -30,7 +30,7 @@ UART = TopConfig(rows=4, cols=4, backend="generic", pe=4, simd=32, weights_bytes
                  activations_bytes=512, params_bytes=256, outputs_bytes=512, binary_max_k=128,
                  binary_max_n=16, max_thresholds=2, clock_hz=8_000_000, baud=1_000_000,
                  requantizer="serial", hold_registers=False, operand_skid=False,
-                 output_buffer="none", crc_bits=1)
+                 output_buffer="none", crc_bits=1, dataflow="broadcast")
 
 #: Corruptions in the fault campaign: four cocotb tests (``faults_0``..``faults_3``) of 250.
 FAULTS = 1000
@@ -102,6 +102,7 @@ def test_capabilities_and_words():
     (dict(operand_skid=1), TypeError, "operand_skid must be True or False, not 1"),
     (dict(output_buffer="fifo"), ValueError,
      "output_buffer must be one of skid, register, none; not 'fifo'"),
+    (dict(dataflow="broadcast"), ValueError, "dataflow 'broadcast' needs hold_registers=False"),
     (dict(crc_bits=3), ValueError, "crc_bits must be one of 1, 2, 4, 8; not 3"),
     (dict(baud=-1), ValueError, "baud must be in 0..4294967295, not -1"),
     (dict(counter_width=8), ValueError, "counter_width must be in 16..64, not 8"),

@@ -8,7 +8,7 @@ output rows are compared, payload bit for bit, with the golden result (inactive 
 
 Parameters (``tb.params``): ``rows``, ``cols``, the payload field offsets (``k_offset``,
 ``m_offset``, ``n_offset``, ``row_offset``, ``last_offset``), the cycle model (``latency``,
-``tile_spacing``, ``drain_bubbles``, ``row_interval``), ``max_k`` (which sets the
+``tile_spacing``, ``drain_bubbles``, ``row_interval``, ``dataflow``), ``max_k`` (which sets the
 accumulators' width) and optionally ``report`` (a JSON file the throughput test writes its
 measurements to, for ``bench/dsp_packing.py``) and ``throughput_k``.
 """
@@ -43,6 +43,7 @@ def array_params(array, **extra):
         "tile_spacing": array.tile_spacing,
         "drain_bubbles": array.drain_bubbles,
         "row_interval": array.row_interval,
+        "dataflow": array.dataflow,
         "max_k": array.max_k,
     }
     params.update(extra)
@@ -265,8 +266,11 @@ async def throughput(dut):
     await tb.check_all(tb.budget(tiles))
     stream_cycles = tb.out_times[-1] - tb.cmd_times[start]
     # SystolicArray.cycles_per_tile
-    per_tile = (max(k + p["drain_bubbles"], p["tile_spacing"])
-                + (p["row_interval"] - 1) * (rows - 1))
+    if p.get("dataflow") == "broadcast":   # the array waits while rows 0..m-2 are read
+        per_tile = k + p["drain_bubbles"] + p["row_interval"] * (rows - 1)
+    else:
+        per_tile = (max(k + p["drain_bubbles"], p["tile_spacing"])
+                    + (p["row_interval"] - 1) * (rows - 1))
     # the first tile's steps start at its command; each later tile adds per_tile
     stream_model = k + (count - 1) * per_tile + p["latency"] + p["row_interval"] * (rows - 1)
     assert stream_cycles == stream_model, f"{count} tiles: {stream_cycles} cycles, model {stream_model}"
