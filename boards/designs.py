@@ -53,11 +53,11 @@ def accelerator_top(config):
 #: Logic cells of the smallest iCE40 build of the top with the INT8 engine: a 1x2 array (2
 #: products), 1 KiB buffers, 16-bit counters, no binary engine, the serial requantizer, no
 #: hold registers or operand skid (YoWASP Yosys 0.70 + nextpnr-ice40, measured; docs/BOARDS.md).
-ICE40_INT8_TOP_MIN_CELLS = 4466
-#: Logic cells each further product adds at least: 2x4 -> 4x4 measured 77 per product
-#: (accumulator, operand registers, output multiplexer; 2 KiB buffers, 32-bit counters; 2x2 ->
-#: 2x4 measured 116 before), rounded down to stay a lower bound.
-ICE40_INT8_CELLS_PER_PRODUCT = 76
+ICE40_INT8_TOP_MIN_CELLS = 4229
+#: Logic cells each further product adds at least: 2x4 -> 4x4 measured 65 per product
+#: (accumulator, broadcast operand registers, output multiplexer; 2 KiB buffers, 32-bit
+#: counters; 77 with the systolic skew), rounded down to stay a lower bound.
+ICE40_INT8_CELLS_PER_PRODUCT = 64
 
 
 def _top_min_logic_cells(config, family):
