@@ -10,7 +10,7 @@ Each board builds its default design (the iCEBreaker: the accelerator top with i
 engine alone, the one that fits the UP5K; the ULX3S: the top with both engines; the KCU105:
 the stand-in) unless ``--design`` says otherwise. ``--boards icebreaker --design standin``
 builds the 4x4 INT8 array in all 8 SB_MAC16; ``--boards icebreaker --int8 --no-binary --rows
-2 --cols 2`` builds the top's INT8 engine in the size that fits the UP5K;
+2 --cols 4`` builds the top's INT8 engine in the size that fits the UP5K;
 ``--design top --int8`` (4x4) is refused by the fit check in seconds (docs/BOARDS.md). A build
 that fails for size after synthesis still shows its LUT and flip-flop counts.
 

@@ -19,9 +19,10 @@ class ICEBreaker(Board):
     # The default build is the accelerator top, so that the host driver talks to the board
     # as to the co-simulation. The UP5K's 5280 logic cells hold one of its engines: the
     # binary engine at 2 PE x 32 (the default), or the INT8 engine at 2x4 (`--rows 2 --cols
-    # 4 --no-binary`, 4 SB_MAC16; the options below make it small). 4x4 INT8 needs about
-    # 380 cells more (docs/BOARDS.md). 2 KiB buffers, a 512 x 32 binary weight store and the
-    # counters' block RAM fill the 30 EBRs.
+    # 4 --no-binary`, 4 SB_MAC16; the options below make it small) or 4x4 (`--int8
+    # --no-binary`: all 8 SB_MAC16, 5276 of 5280 cells, about 20 minutes of routing;
+    # docs/BOARDS.md). 2 KiB buffers, a 512 x 32 binary weight store and the counters' block
+    # RAM fill the 30 EBRs.
     # `--design standin` builds the 4x4 INT8 array = 16 products in 8 SB_MAC16 (dual 8x8
     # mode), every DSP of the UP5K, on a small test protocol.
     default_design = "top"

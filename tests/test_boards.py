@@ -595,7 +595,8 @@ def test_icebreaker_int8_top_bitstream(tmp_path):
     """The accelerator top with its INT8 engine on the UP5K: 2x4 (4 SB_MAC16, dual 8x8) alone,
     with the iCEBreaker's small-INT8 choices (serial requantizer, no hold registers, no
     operand skid or output buffer, the bit-serial CRC): a bitstream, SB_MAC16 as estimated, timing
-    met at 24 MHz, the INFO the host tiles with. (4x4 needs about 400 cells more:
+    met at 24 MHz, the INFO the host tiles with. (4x4 fits too, with 4 cells to spare, but
+    routes in about 20 minutes:
     docs/BOARDS.md.)"""
     from qaccel.boards.build import Progress, build
     from qaccel.boards.designs import top_config
