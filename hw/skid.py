@@ -93,19 +93,7 @@ class RegisterSlice(SkidBuffer):
     ``i.ready`` is the registered "empty" flag, so a payload is taken only when the previous
     one has gone: at most one transfer per two cycles. Half the flip-flops of a
     :class:`SkidBuffer`, and the register is loaded from the input alone (no multiplexer in
-    front of it).
-
-    Parameters
-    ----------
-    shape : ShapeLike
-        Shape of the payload.
-
-    Members
-    -------
-    i : ``In(stream.Signature(shape))``
-        Incoming stream.
-    o : ``Out(stream.Signature(shape))``
-        The same payloads, in order, one cycle later at the earliest.
+    front of it). Parameters and members are those of :class:`SkidBuffer`.
     """
 
     interval = 2

@@ -149,6 +149,12 @@ class TopConfig:
                 raise ValueError(f"{name} must be in {low}..{high}, not {value}")
             return value
 
+        def one_of(name, choices):
+            value = getattr(self, name)
+            if isinstance(value, bool) or value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; not "
+                                 f"{value!r}")
+
         for name in ("rows", "cols"):
             if not _is_power_of_two(integer(name, 1, 128)):
                 raise ValueError(f"{name} must be a power of two, not {getattr(self, name)}")
@@ -181,18 +187,10 @@ class TopConfig:
         if self.mult_cycles not in MULT_CYCLES:
             raise ValueError(f"mult_cycles must be one of {MULT_CYCLES}, not "
                              f"{self.mult_cycles}")
-        if self.requantizer not in REQUANTIZERS:
-            raise ValueError(f"requantizer must be one of {', '.join(REQUANTIZERS)}; not "
-                             f"{self.requantizer!r}")
-        if self.crc_bits not in CRC_BITS or isinstance(self.crc_bits, bool):
-            raise ValueError(f"crc_bits must be one of {', '.join(map(str, CRC_BITS))}; not "
-                             f"{self.crc_bits!r}")
-        if self.output_buffer not in OUTPUT_BUFFERS:
-            raise ValueError(f"output_buffer must be one of {', '.join(OUTPUT_BUFFERS)}; not "
-                             f"{self.output_buffer!r}")
-        if self.dataflow not in DATAFLOWS:
-            raise ValueError(f"dataflow must be one of {', '.join(DATAFLOWS)}; not "
-                             f"{self.dataflow!r}")
+        one_of("requantizer", REQUANTIZERS)
+        one_of("crc_bits", CRC_BITS)
+        one_of("output_buffer", OUTPUT_BUFFERS)
+        one_of("dataflow", DATAFLOWS)
         if self.dataflow == "broadcast" and self.hold_registers:
             raise ValueError("dataflow 'broadcast' needs hold_registers=False")
         for name in ("hold_registers", "operand_skid"):
