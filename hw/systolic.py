@@ -33,6 +33,14 @@ FPGAs) at the cost of ``groups`` bubbles per tile (below); reading a row clears 
 accumulators (their synchronous reset), so on an iCE40 no multiplexer stands before the
 adders either.
 
+With ``dataflow="broadcast"`` (hold-less arrays only) there is no skew: each activation is
+registered once and reaches every group of its row in the same cycle, and each weight every
+row of its column, so PE ``(i, p)`` sees step ``k`` at cycle ``k + 1``. A small array's
+fanout is cheap, and the skew and hop registers were most of its flip-flops besides the
+accumulators. All rows of a tile then finish together: the output reads them lowest first,
+and the enable stays low until the last of them is taken (that read clears every row's
+accumulators), so one bubble between tiles suffices.
+
 Accumulators are as wide as ``max_k`` needs and no wider: ``K`` products of int8 operands lie
 in ``[-16256 K, 16384 K]``, so ``(16384 * max_k).bit_length() + 1`` bits never wrap (32 at
 the default ``max_k``) and the output lanes are their sign extension, bit-exact with the
