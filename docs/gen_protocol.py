@@ -401,12 +401,13 @@ synthesizes configurations with `synth_ice40 -dsp` (no placement); at the time o
 | INT8 and binary engines (binary 256 x 32, 2 thresholds) | 7,599 | 4,550 | 30 | 8 |
 | INT8 engine only | 6,115 | 3,876 | 15 | 8 |
 
-Neither fits the UP5K's logic cells: the 4x4 array's fabric accumulators and hold registers
+Neither fit the UP5K's logic cells: the 4x4 array's fabric accumulators and hold registers
 (about 1,600 LUT4 and 1,650 FF), the requantizer (about 900 LUT4) and the command sequencer
 (about 1,500 LUT4) dominated. With the small forms of the INT8 engine's parts (the serial
-requantizer, no hold registers, no operand skid; `TopConfig` options) a 2x2 INT8 engine
-alone with 16-bit counters fits and is what the iCEBreaker builds for INT8
-(docs/BOARDS.md).
+requantizer, no hold registers, operand skid or output buffer, broadcast operands, a
+bit-serial CRC; `TopConfig` options) and the counters in block RAM, the iCEBreaker builds
+the INT8 engine alone at 2x4, or at 4x4 in all 8 SB_MAC16 (5276 of 5280 logic cells;
+docs/BOARDS.md); INT8 with the binary engine still does not fit.
 """
 
 
