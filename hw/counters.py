@@ -154,7 +154,7 @@ class PerformanceCounters(wiring.Component):
         # work visits, at most one per `2 * words + 2` cycles (the strobes' spacing that the
         # hold time of `work` implies): fewer than 2 * (count + 1) * words cycles.
         pend_width = (2 * (count + 1) * words).bit_length()
-        snapshot = Signal(pend_width)
+        snapshot = Signal(pend_width)         # the pending count a visit starts with, else 0
         for counter in Counter:
             if counter in WIDE_COUNTERS:
                 flag = pending[counter]
@@ -195,7 +195,7 @@ class PerformanceCounters(wiring.Component):
         b_zero = Signal()                     # the visit's counter reads as zero
         b_wide = Signal()                     # the visit adds `work`
         b_pend = Signal(pend_width)           # the pending count, on the first word only
-        m.d.sync += [b_word.eq(a_word), b_index.eq(issue), b_pend.eq(Mux(starting, snapshot, 0))]
+        m.d.sync += [b_word.eq(a_word), b_index.eq(issue), b_pend.eq(snapshot)]
         with m.If(starting):
             m.d.sync += [b_zero.eq((fresh & taking).any()),
                          b_wide.eq(Cat(*(pending[c] & taking[c] for c in WIDE_COUNTERS)).any())]

@@ -19,7 +19,7 @@ from ..sw.protocol import CRC_BYTES, DELIMITER, MAX_FRAME, REPLY_FLAG
 from .ram import NO_RW_CHECK, registered_read_port
 
 __all__ = ["FrameByte", "FrameDecoder", "FrameEncoder", "COBS_MAX_BLOCK", "RING_DEPTH",
-           "CRC_BITS", "rom_base"]
+           "CRC_BITS", "check_crc_bits", "rom_base"]
 
 #: Data bytes in the longest COBS block (code byte 0xFF); fixed by the COBS definition.
 COBS_MAX_BLOCK = 254
@@ -92,9 +92,11 @@ def _check_int(name, value, minimum, maximum):
         raise ValueError(f"{name} must be in {minimum}..{maximum}, not {value!r}")
 
 
-def _check_crc_bits(crc_bits):
+def check_crc_bits(crc_bits):
+    """``crc_bits``, if it is one of :data:`CRC_BITS` (else ``ValueError``)."""
     if crc_bits not in CRC_BITS or isinstance(crc_bits, bool):
-        raise ValueError(f"crc_bits must be one of 1, 2, 4, 8; not {crc_bits!r}")
+        raise ValueError(f"crc_bits must be one of {', '.join(map(str, CRC_BITS))}; not "
+                         f"{crc_bits!r}")
     return crc_bits
 
 
@@ -171,7 +173,7 @@ class FrameDecoder(wiring.Component):
     def __init__(self, max_frame=MAX_FRAME, *, counter_width=16, crc_bits=8, rom=b""):
         _check_int("max_frame", max_frame, _MIN_COMMAND_FRAME, 65536)
         _check_int("counter_width", counter_width, 1, 64)
-        self._crc_bits = _check_crc_bits(crc_bits)
+        self._crc_bits = check_crc_bits(crc_bits)
         if not isinstance(rom, (bytes, bytearray)):
             raise TypeError(f"rom must be bytes, not {rom!r}")
         self._rom = bytes(rom)
@@ -338,7 +340,7 @@ class FrameEncoder(wiring.Component):
             raise ValueError(f"max_block must be {COBS_MAX_BLOCK} (fixed by COBS), "
                              f"not {max_block!r}")
         self._max_block = max_block
-        self._crc_bits = _check_crc_bits(crc_bits)
+        self._crc_bits = check_crc_bits(crc_bits)
         super().__init__({
             "i": In(stream.Signature(FrameByte)),
             "o": Out(stream.Signature(8)),

@@ -283,8 +283,7 @@ class CommandSequencer(wiring.Component):
         # this one runs (BUSY) and comes dozens of cycles after it (the counters need 9).
         run_finished = Signal()
         m.d.sync += run_finished.eq(running & self.run_done)
-        work = Signal(self.counter_width)
-        m.d.comb += [self.work.eq(work), self.work_add.eq(run_finished),
+        m.d.comb += [self.work.eq(mul.product), self.work_add.eq(run_finished),
                      self.work_binary.eq(~run_is_int8)]
         with m.If(running):
             with m.If(run_cycles != 0xFFFF_FFFF):
@@ -406,7 +405,6 @@ class CommandSequencer(wiring.Component):
         mn = Signal(length_width)
         nt = Signal(length_width)
         packed_out = Signal(length_width)
-        m.d.comb += work.eq(mul.product)
         products = [a_len, w_len, mn, nt, packed_out, None]
         rows_log2 = exact_log2(caps.rows)
         cols_log2 = exact_log2(caps.cols)

@@ -59,7 +59,8 @@ takes a row every other cycle. A tile's rows finish in consecutive cycles, so th
 anyway (the accelerator's controller serializes a row over ``cols`` cycles, or more). With
 ``"none"`` the output is read straight from the array (its hold registers or accumulators)
 and the enable follows ``o.ready`` combinationally: no output registers at all, but the
-array stands still while a row waits, for as long as the consumer takes over it. When the activation or weight stream has no data the array does not stop: it
+array stands still while a row waits, for as long as the consumer takes over it. When the
+activation or weight stream has no data the array does not stop: it
 injects a bubble (zero operands, no tags), so tiles in flight keep draining. Consecutive
 tiles' ``last`` steps are spaced at least ``tile_spacing = max(groups, rows)`` cycles apart
 (bubbles are inserted when a tile has fewer steps) so that a row's hold registers are read
@@ -98,7 +99,7 @@ from amaranth.lib.wiring import In, Out
 from .dual_mac import BACKENDS, LATENCY, DualMAC, SingleMultiplier
 from .skid import RegisterSlice, SkidBuffer
 
-__all__ = ["SystolicArray", "MAX_K", "OUTPUT_BUFFERS", "DATAFLOWS"]
+__all__ = ["SystolicArray", "MAX_K", "OUTPUT_BUFFERS", "DATAFLOWS", "check_array_options"]
 
 #: Choices of :class:`SystolicArray`'s ``output_buffer``.
 OUTPUT_BUFFERS = ("skid", "register", "none")
@@ -107,6 +108,18 @@ DATAFLOWS = ("systolic", "broadcast")
 
 #: Largest K whose int32 accumulation can never wrap (``golden.GEMM_INT8_MAX_K_NO_WRAP``).
 MAX_K = 131071
+
+
+def check_array_options(*, hold_registers, output_buffer, dataflow):
+    """Refuse (``ValueError``) an unknown ``output_buffer`` or ``dataflow``, and a broadcast
+    dataflow with hold registers."""
+    if output_buffer not in OUTPUT_BUFFERS:
+        raise ValueError(f"output_buffer must be one of {', '.join(OUTPUT_BUFFERS)}; not "
+                         f"{output_buffer!r}")
+    if dataflow not in DATAFLOWS:
+        raise ValueError(f"dataflow must be one of {', '.join(DATAFLOWS)}; not {dataflow!r}")
+    if dataflow == "broadcast" and hold_registers:
+        raise ValueError("dataflow 'broadcast' needs hold_registers=False")
 
 
 def _positive_int(name, value):
@@ -188,15 +201,9 @@ class SystolicArray(wiring.Component):
         if not isinstance(hold_registers, bool):
             raise TypeError(f"hold_registers must be True or False, not {hold_registers!r}")
         self.hold_registers = hold_registers
-        if output_buffer not in OUTPUT_BUFFERS:
-            raise ValueError(f"output_buffer must be one of {', '.join(OUTPUT_BUFFERS)}; not "
-                             f"{output_buffer!r}")
+        check_array_options(hold_registers=hold_registers, output_buffer=output_buffer,
+                            dataflow=dataflow)
         self.output_buffer = output_buffer
-        if dataflow not in DATAFLOWS:
-            raise ValueError(f"dataflow must be one of {', '.join(DATAFLOWS)}; not "
-                             f"{dataflow!r}")
-        if dataflow == "broadcast" and hold_registers:
-            raise ValueError("dataflow 'broadcast' needs hold_registers=False")
         self.dataflow = dataflow
         self.backend = backend
         self.packed = packed

@@ -32,11 +32,11 @@ from .buffers import BufferBank
 from .controllers import BinaryController, Int8Controller
 from .counters import PerformanceCounters, counter_memory_shape
 from .dual_mac import BACKENDS
-from .framing import CRC_BITS, RING_DEPTH, FrameDecoder, FrameEncoder
+from .framing import RING_DEPTH, FrameDecoder, FrameEncoder, check_crc_bits
 from .requant import MULT_CYCLES
 from .requant_serial import SerialRequantizer
 from .sequencer import CommandSequencer
-from .systolic import DATAFLOWS, OUTPUT_BUFFERS
+from .systolic import check_array_options
 from .uart import UART
 
 __all__ = ["TopConfig", "AcceleratorTop", "UARTAcceleratorTop"]
@@ -149,12 +149,6 @@ class TopConfig:
                 raise ValueError(f"{name} must be in {low}..{high}, not {value}")
             return value
 
-        def one_of(name, choices):
-            value = getattr(self, name)
-            if isinstance(value, bool) or value not in choices:
-                raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; not "
-                                 f"{value!r}")
-
         for name in ("rows", "cols"):
             if not _is_power_of_two(integer(name, 1, 128)):
                 raise ValueError(f"{name} must be a power of two, not {getattr(self, name)}")
@@ -187,12 +181,12 @@ class TopConfig:
         if self.mult_cycles not in MULT_CYCLES:
             raise ValueError(f"mult_cycles must be one of {MULT_CYCLES}, not "
                              f"{self.mult_cycles}")
-        one_of("requantizer", REQUANTIZERS)
-        one_of("crc_bits", CRC_BITS)
-        one_of("output_buffer", OUTPUT_BUFFERS)
-        one_of("dataflow", DATAFLOWS)
-        if self.dataflow == "broadcast" and self.hold_registers:
-            raise ValueError("dataflow 'broadcast' needs hold_registers=False")
+        if self.requantizer not in REQUANTIZERS:
+            raise ValueError(f"requantizer must be one of {', '.join(REQUANTIZERS)}; not "
+                             f"{self.requantizer!r}")
+        check_crc_bits(self.crc_bits)
+        check_array_options(hold_registers=self.hold_registers,
+                            output_buffer=self.output_buffer, dataflow=self.dataflow)
         for name in ("hold_registers", "operand_skid"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, not {getattr(self, name)!r}")
