@@ -286,6 +286,13 @@ def _elaborate(board, config, factory, name, progress, overrides):
     return plan, build_config, seconds
 
 
+def _board_core_memories(board):
+    """Memories of the :class:`~.core.BoardCore` around every design, for the estimate: the
+    UART's receive FIFO (``SyncFIFOBuffered`` of 16: 15 x 8 bits, a block RAM on the iCE40,
+    which has no distributed RAM; LUT RAM on the ECP5 and the Xilinx parts)."""
+    return {"UART receive FIFO": (8, 15)} if board.family == "ice40" else {}
+
+
 def build(board, config=None, *, design=None, out_dir=None, name="top", seed=1,
           allow_timing_fail=False, synth_only=False, progress=None):
     """Build ``config`` for ``board``: a bitstream, or the Vivado plan on Xilinx.
@@ -342,8 +349,10 @@ def build(board, config=None, *, design=None, out_dir=None, name="top", seed=1,
     factory = resolve_design(design)
     # the memories' shapes when the design lists them (block RAMs by aspect ratio), else bits
     memories = getattr(factory, "memory_shapes", None) or getattr(factory, "memory_bits", None)
+    if memories:
+        memories = {**memories(config), **_board_core_memories(board)}
     min_logic = getattr(factory, "min_logic_cells", None)
-    estimate = check_fit(board, config, memories(config) if memories else None,
+    estimate = check_fit(board, config, memories,
                          min_logic(config, board.family) if min_logic else None)
     progress.message(f"estimate: {estimate.dsp} {board.dsp_name} of "
                      f"{estimate.dsp_available}, {estimate.bram} block RAM of "

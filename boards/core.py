@@ -301,7 +301,11 @@ class BoardCore(wiring.Component):
         for role, event in events.items():
             stretcher = DomainRenamer("app")(PulseStretcher(self._stretch_ticks))
             m.submodules[f"stretch_{role}"] = stretcher
-            m.d.comb += [stretcher.i.eq(event), stretcher.tick.eq(tick)]
+            # Registered: the UART handshakes into the stretcher's counter enable were the
+            # iCEBreaker build's critical path (29 ns); an LED may light a clock later.
+            event_seen = Signal(name=f"{role}_seen")
+            m.d.app += event_seen.eq(event)
+            m.d.comb += [stretcher.i.eq(event_seen), stretcher.tick.eq(tick)]
             leds[role] = stretcher.o
 
         heartbeat = Signal()

@@ -60,15 +60,24 @@ ICE40_INT8_TOP_MIN_CELLS = 4229
 ICE40_INT8_CELLS_PER_PRODUCT = 64
 
 
+#: Logic cells the smallest binary engine (1 PE x 8 SIMD) adds to the smallest INT8 top
+#: above: that build (1x2 INT8 and 1 x 8 binary, 1 KiB buffers, 16-bit counters) packs into
+#: 5331 cells, more than the UP5K's 5280, so the two engines never fit it together.
+ICE40_BINARY_ENGINE_MIN_CELLS = 5331 - ICE40_INT8_TOP_MIN_CELLS
+
+
 def _top_min_logic_cells(config, family):
     """A measured lower bound ``(cells, what, advice)`` on the top's logic cells, or ``None``."""
     if family == "ice40" and config.int8:
         products = config.rows * config.cols
         cells = ICE40_INT8_TOP_MIN_CELLS + ICE40_INT8_CELLS_PER_PRODUCT * max(products - 2, 0)
-        return (cells,
-                f"the accelerator top with a {config.rows}x{config.cols} INT8 engine (measured "
+        what = (f"the accelerator top with a {config.rows}x{config.cols} INT8 engine (measured "
                 f"floor: {ICE40_INT8_TOP_MIN_CELLS} cells for 2 products, "
-                f"+{ICE40_INT8_CELLS_PER_PRODUCT} per product)",
+                f"+{ICE40_INT8_CELLS_PER_PRODUCT} per product")
+        if config.binary:
+            cells += ICE40_BINARY_ENGINE_MIN_CELLS
+            what += f", +{ICE40_BINARY_ENGINE_MIN_CELLS} for the smallest binary engine"
+        return (cells, what + ")",
                 "use a 2x4 INT8 array alone (--rows 2 --cols 4 --no-binary), the binary "
                 "engine alone (--no-int8) or the stand-in (--design standin)")
     return None

@@ -19,16 +19,18 @@ uses no DSP. Memory: each memory of the design (its ``{name: bits}``, or the con
 buffers) is counted in whole block RAMs (iCE40 EBR 4 kbit, ECP5 DP16KD 18 kbit, RAMB36
 36 kbit): by its shape in the block's best aspect ratio when the design gives shapes (an
 iCE40 EBR is at most 16 bits wide, so a 176-bit wide memory takes 11 blocks whatever its
-depth), else by its bits. Yosys infers block RAM, not the UltraPlus SPRAM, so SPRAM is
-estimated as 0. Logic cells are known only after synthesis; a design factory may give a lower
-bound measured on earlier builds (``min_logic_cells``), which rejects what is known not to fit.
+depth), else by its bits. A shape ``(width, depth, "spram")`` is a memory built for the
+UltraPlus SPRAM (``ram_style="huge"``), counted in SPRAM blocks of :data:`SPRAM_SHAPE`.
+Logic cells are known only after synthesis; a design factory may give a lower bound measured
+on earlier builds (``min_logic_cells``), which rejects what is known not to fit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Estimate", "DoesNotFit", "dsp_blocks", "bram_blocks", "estimate", "check_fit"]
+__all__ = ["Estimate", "DoesNotFit", "dsp_blocks", "bram_blocks", "spram_blocks", "estimate",
+           "check_fit"]
 
 
 class DoesNotFit(ValueError):
@@ -125,6 +127,15 @@ def bram_blocks(board, memory):
     return -(-memory // board.bram_bits)
 
 
+#: Width and depth of an iCE40 UltraPlus SPRAM block (SB_SPRAM256KA).
+SPRAM_SHAPE = (16, 16384)
+
+
+def spram_blocks(width, depth):
+    """SPRAM blocks for a ``width x depth`` memory built for them."""
+    return -(-width // SPRAM_SHAPE[0]) * -(-depth // SPRAM_SHAPE[1])
+
+
 def _describe(memory):
     if isinstance(memory, tuple):
         return f"{memory[0]} x {memory[1]} ({memory[0] * memory[1]} bits)"
@@ -132,17 +143,22 @@ def _describe(memory):
 
 
 def _memory(board, memories):
-    """``(bram, detail)``: block RAMs for ``{name: bits or (width, depth)}`` on ``board``."""
-    bram = 0
+    """``(bram, spram, detail)``: blocks for ``{name: bits or shape}`` on ``board``."""
+    bram = spram = 0
     detail = {}
     for name, memory in memories.items():
+        if isinstance(memory, tuple) and memory[2:] == ("spram",):
+            blocks = spram_blocks(*memory[:2])
+            spram += blocks
+            detail[name] = f"{_describe(memory)} -> {blocks} SPRAM"
+            continue
         if not board.bram_bits:
             detail[name] = f"{_describe(memory)} -> no block RAM on this device"
             continue
         blocks = bram_blocks(board, memory)
         bram += blocks
         detail[name] = f"{_describe(memory)} -> {blocks} BRAM"
-    return bram, detail
+    return bram, spram, detail
 
 
 def estimate(board, config, memories=None, logic=None):
@@ -164,8 +180,7 @@ def estimate(board, config, memories=None, logic=None):
     dsp = _dsp_estimate(config) if config.int8 else 0
     if memories is None:
         memories = {name: 8 * size for name, size in config.buffers.items()}
-    bram, memory_detail = _memory(board, memories)
-    spram = 0   # memories are inferred as block RAM; SPRAM only when a design instantiates it
+    bram, spram, memory_detail = _memory(board, memories)
     detail = {
         "int8": (f"{config.rows}x{config.cols} array, {config.dsp_backend} backend: "
                  f"{dsp} {board.dsp_name}") if config.int8 else "absent",
@@ -197,6 +212,14 @@ def estimate(board, config, memories=None, logic=None):
             f"the memories need {bram} block RAMs of {board.bram_bits // 1024} kbit but the "
             f"{board.device} has {bram_available}: shrink the memories "
             f"({'; '.join(f'{k} {v}' for k, v in memory_detail.items())}){one_engine}")
+    if spram > spram_available:
+        problems.append(
+            f"the memories built for the SPRAM need {spram} SPRAM blocks ({SPRAM_SHAPE[0]} bits "
+            f"x {SPRAM_SHAPE[1]} each) but the {board.device} has {spram_available}: narrow "
+            f"their words (for the accelerator top: the INT8 array's rows and columns, the "
+            f"binary engine's SIMD bytes; 4 bytes each at most), or build them as block RAM "
+            f"(option spram=False) "
+            f"({'; '.join(f'{k} {v}' for k, v in memory_detail.items() if 'SPRAM' in v)})")
     lut_available = totals.get("lut", 0)
     if logic is not None and lut_available and logic[0] > lut_available:
         problems.append(f"{logic[1]} needs at least {logic[0]} logic cells but the "

@@ -17,16 +17,16 @@ class ICEBreaker(Board):
     device = "iCE40UP5K"
     dsp_backend = "ice40"
     # The default build is the accelerator top, so that the host driver talks to the board
-    # as to the co-simulation. The UP5K's 5280 logic cells hold one of its engines: the
-    # binary engine at 2 PE x 32 (the default), or the INT8 engine at 2x4 (`--rows 2 --cols
-    # 4 --no-binary`, 4 SB_MAC16; the options below make it small) or 4x4 (`--int8
-    # --no-binary`: all 8 SB_MAC16, 5276 of 5280 cells, about 20 minutes of routing;
-    # docs/BOARDS.md). 2 KiB buffers, a 512 x 32 binary weight store and the counters' block
-    # RAM fill the 30 EBRs.
+    # as to the co-simulation. The UP5K's 5280 logic cells hold one of its engines (the
+    # smallest build of both took 5331): the binary engine at 3 PE x 32 (the default), or
+    # the INT8 engine at 2x4 (`--rows 2 --cols 4 --no-binary`, 4 SB_MAC16; the options below
+    # make it small) or 4x4 (`--int8 --no-binary`: all 8 SB_MAC16, 5226 of 5280 cells, long
+    # to route; docs/BOARDS.md). WEIGHTS and ACTIVATIONS live in the 4 SPRAMs; the other
+    # buffers, a 512 x 32 binary weight store and the counters take 27 of the 30 EBRs.
     # `--design standin` builds the 4x4 INT8 array = 16 products in 8 SB_MAC16 (dual 8x8
     # mode), every DSP of the UP5K, on a small test protocol.
     default_design = "top"
-    design_defaults = {"top": {"int8": False, "pe": 2}}
+    design_defaults = {"top": {"int8": False, "pe": 3}}
     default_config = BuildConfig(rows=4, cols=4, pe=4, simd=32, clock_hz=24e6,
                                  baud=3_000_000, dsp_backend="ice40",
                                  weights_bytes=2048, activations_bytes=2048,
@@ -39,7 +39,8 @@ class ICEBreaker(Board):
                                           "output_buffer": "none",
                                           "dataflow": "broadcast",
                                           # a byte per 8 cycles: a UART brings one per 80
-                                          "crc_bits": 1})
+                                          "crc_bits": 1,
+                                          "spram": True})
     oscillator_hz = 12e6
     uart = ("uart", 0)
     leds = {"activity": ("led_g", 0), "error": ("led_r", 0)}
@@ -96,7 +97,11 @@ class ICEBreaker(Board):
         return {
             # -dsp: SB_MAC16 for multipliers (the dual MAC instantiates its own anyway);
             # -device u: Amaranth does not pass the UltraPlus timing model to ABC.
-            "synth_opts": ["-dsp", "-device", "u"],
+            # -spram: memories with ram_style="huge" (TopConfig.spram) to the SPRAM, once
+            # their initial contents, which Amaranth always emits and SPRAM cannot have,
+            # are dropped (memories named *_spram only).
+            "synth_opts": ["-dsp", "-spram", "-device", "u"],
+            "script_after_read": "delete t:$meminit_v2 r:MEMID=*_spram %i",
         }
 
     def program_command(self, tool, path, bitstream):

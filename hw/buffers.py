@@ -18,6 +18,14 @@ Word sizes are powers of two, so a narrower engine word is a sub-word selected b
 address bits. The read ports belong to the host while ``engine_owns`` is low and to the
 engine ports while it is high; the OUTPUTS write port likewise (the sequencer refuses WRITE and
 READ while a run is in progress, so the two never compete).
+
+With ``single_port`` set, WEIGHTS and ACTIVATIONS have one port each, for reads and writes:
+the engines only read them, and the host never reads and writes in the same cycle (WRITE
+copies, READ fetches its reply, one command at a time). A write wins the port; the read data
+then holds. Such a memory is named ``<buffer>_spram`` and carries ``ram_style="huge"``, which
+Yosys maps to the iCE40 UltraPlus SPRAM (16 bits x 16384 per block, single-port) once its
+initial contents are dropped (SPRAM has none; the iCE40 board's build script drops them):
+the UP5K's 4 SPRAMs hold 128 KiB, its 30 block RAMs 15 KiB.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal
@@ -29,7 +37,11 @@ from amaranth.utils import ceil_log2, exact_log2
 from ..sw.protocol import BufferId
 from .ram import NO_RW_CHECK, registered_read_port
 
-__all__ = ["BufferBank", "byte_lane", "word_address"]
+__all__ = ["BufferBank", "SINGLE_PORT_BUFFERS", "byte_lane", "word_address"]
+
+#: The buffers ``single_port`` builds with one shared port (nothing ever writes them while
+#: it reads them).
+SINGLE_PORT_BUFFERS = (BufferId.WEIGHTS, BufferId.ACTIVATIONS)
 
 
 def word_address(byte_address, word_bytes):
@@ -70,6 +82,9 @@ class BufferBank(wiring.Component):
         Bytes per buffer; a multiple of the buffer's word size.
     words : dict of BufferId to int
         Bytes per memory word (powers of two).
+    single_port : bool
+        WEIGHTS and ACTIVATIONS with one shared port each, for the iCE40 UltraPlus SPRAM
+        (see the module documentation).
 
     Members
     -------
@@ -90,7 +105,7 @@ class BufferBank(wiring.Component):
         Engine write port of OUTPUTS: word address, 32-bit data, 4 byte enables.
     """
 
-    def __init__(self, sizes, words):
+    def __init__(self, sizes, words, *, single_port=False):
         sizes = {BufferId(key): value for key, value in sizes.items()}
         words = {BufferId(key): value for key, value in words.items()}
         if set(sizes) != set(BufferId) or set(words) != set(BufferId):
@@ -98,8 +113,11 @@ class BufferBank(wiring.Component):
         _check_sizes(sizes, words)
         if words[BufferId.PARAMS] != 4 or words[BufferId.OUTPUTS] != 4:
             raise ValueError("PARAMS and OUTPUTS words must be 4 bytes")
+        if not isinstance(single_port, bool):
+            raise TypeError(f"single_port must be True or False, not {single_port!r}")
         self.sizes = sizes
         self.words = words
+        self.single_port = single_port
         self.depths = {b: sizes[b] // words[b] for b in BufferId}
         #: Width of a byte address that reaches every byte of the largest buffer.
         self.byte_address_width = max(ceil_log2(max(sizes.values())), 1)
@@ -140,18 +158,36 @@ class BufferBank(wiring.Component):
             # writes, READ and the parameter scan only read, both are refused during a run,
             # and an engine never reads OUTPUTS), so a collision needs no logic (see
             # qaccel.hw.ram).
-            memory = Memory(shape=8 * word, depth=self.depths[buffer], init=[],
-                            attrs=NO_RW_CHECK)
-            m.submodules[name] = memory
+            shared = self.single_port and buffer in SINGLE_PORT_BUFFERS
+            if shared:
+                memory = Memory(shape=8 * word, depth=self.depths[buffer], init=[],
+                                attrs={**NO_RW_CHECK, "ram_style": "huge"})
+                m.submodules[f"{name}_spram"] = memory
+            else:
+                memory = Memory(shape=8 * word, depth=self.depths[buffer], init=[],
+                                attrs=NO_RW_CHECK)
+                m.submodules[name] = memory
             write = memory.write_port(granularity=8)
             read = _ReadPort(Signal(range(self.depths[buffer]), name=f"{name}_rd_addr"),
                              Signal(name=f"{name}_rd_en"))
-            port_addr, read.data = registered_read_port(m, memory, name, read.en)
-            m.d.comb += port_addr.eq(read.addr)
 
             host_write = self.host_wr_en & (self.host_wr_buffer == buffer)
             host_word = self.host_wr_addr >> lanes
             host_mask = Mux(host_write, Const(1, word) << byte_lane(self.host_wr_addr, word), 0)
+            if shared:
+                # One address for both: a synchronous read port (Yosys' SPRAM mapping needs
+                # the port as Amaranth emits it, not registered_read_port's form), disabled
+                # while writing so that the data holds, as the SPRAM's does.
+                sync_read = memory.read_port()
+                read.data = sync_read.data
+                m.d.comb += [
+                    sync_read.addr.eq(Mux(host_write, host_word, read.addr)),
+                    write.addr.eq(sync_read.addr),
+                    sync_read.en.eq(read.en & ~host_write),
+                ]
+            else:
+                port_addr, read.data = registered_read_port(m, memory, name, read.en)
+                m.d.comb += port_addr.eq(read.addr)
             if buffer == BufferId.OUTPUTS:
                 m.d.comb += [
                     write.addr.eq(Mux(self.engine_owns, self.outputs_wr_addr, host_word)),
@@ -162,10 +198,11 @@ class BufferBank(wiring.Component):
                 m.d.comb += [read.addr.eq(self.host_rd_addr >> lanes), read.en.eq(1)]
             else:
                 m.d.comb += [
-                    write.addr.eq(host_word),
                     write.data.eq(Cat(*([self.host_wr_data] * word))),
                     write.en.eq(host_mask),
                 ]
+                if not shared:
+                    m.d.comb += write.addr.eq(host_word)
                 engine_addr = getattr(self, f"{name}_rd_addr")
                 engine_en = getattr(self, f"{name}_rd_en")
                 m.d.comb += [

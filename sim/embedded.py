@@ -18,8 +18,9 @@ Configurations
     serial code path of the driver, unchanged).
 ``icebreaker-int8``
     The iCEBreaker's INT8 build (``qaccel build --rows 2 --cols 4 --no-binary``): 2x4 INT8
-    array alone, 2 KiB buffers, 32-bit counters, the serial requantizer, no hold registers,
-    operand skid or output skid (generic multipliers in place of the SB_MAC16).
+    array alone, 2 KiB buffers (WEIGHTS and ACTIVATIONS single-port, as in the SPRAM),
+    32-bit counters, the serial requantizer, no hold registers, operand skid or output skid
+    (generic multipliers in place of the SB_MAC16).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ CONFIGS = {
                         "outputs_bytes": 2048, "counter_width": 32, "requantizer": "serial",
                         "hold_registers": False, "operand_skid": False,
                         "output_buffer": "none", "crc_bits": 1,
-                        "dataflow": "broadcast"},
+                        "dataflow": "broadcast", "spram": True},
 }
 
 

@@ -132,6 +132,31 @@ def test_top_memory_estimate_by_shape():
         check_fit(board, config, shapes)
 
 
+def test_spram_estimate():
+    """Memories built for the UltraPlus SPRAM count in 16 x 16384 blocks, against the
+    device's SPRAMs; a board without SPRAM refuses them, naming the option."""
+    from qaccel.boards.estimate import SPRAM_SHAPE, spram_blocks
+
+    assert SPRAM_SHAPE == (16, 16384)
+    assert spram_blocks(32, 512) == 2 and spram_blocks(32, 16384) == 2
+    assert spram_blocks(8, 16385) == 2 and spram_blocks(64, 100) == 4
+    board = get_board("icebreaker")
+    config = board.config()
+    shapes = {"a": (32, 16384, "spram"), "b": (16, 256)}
+    fit = check_fit(board, config, shapes)
+    assert (fit.bram, fit.spram, fit.spram_available) == (1, 2, 4)
+    assert fit.detail["memories"]["a"] == "32 x 16384 (524288 bits) -> 2 SPRAM"
+    with pytest.raises(DoesNotFit, match=r"the memories built for the SPRAM need 6 SPRAM blocks "
+                                         r"\(16 bits x 16384 each\) but the iCE40UP5K has 4: "
+                                         r"narrow their words .* or build them as block RAM "
+                                         r"\(option spram=False\) \(a 48 x 20000"):
+        check_fit(board, config, {"a": (48, 20000, "spram")})
+    ulx3s = get_board("ulx3s")
+    with pytest.raises(DoesNotFit, match=r"need 2 SPRAM blocks \(16 bits x 16384 each\) but "
+                                         r"the LFE5U-85F has 0"):
+        check_fit(ulx3s, ulx3s.config(), shapes)
+
+
 def test_top_on_icebreaker_fit_check():
     """The top's measured logic-cell floor on the UP5K grows with the INT8 array: 4x4 INT8
     alone now passes it (and places: docs/BOARDS.md), 8x8 does not (test_cli_too_large_is_fast);
@@ -149,17 +174,27 @@ def test_top_on_icebreaker_fit_check():
     with pytest.raises(DoesNotFit, match=r"shrink the memories .*\) or leave an engine out "
                                          r"\(--no-binary, --no-int8\)"):
         check_fit(board, config, accelerator_top.memory_shapes(config))
-    both = config.replace(rows=2, cols=2)         # 2x2 INT8 with the binary engine
-    with pytest.raises(DoesNotFit, match=r"shrink the memories .*\) or leave an engine out "
-                                         r"\(--no-binary, --no-int8\)"):
-        check_fit(board, both, accelerator_top.memory_shapes(both))
+    # 2x2 INT8 with the binary engine: its memories fit now (WEIGHTS and ACTIVATIONS in the
+    # SPRAM), its logic never does (the smallest build of both engines took 5331 cells)
+    both = config.replace(rows=2, cols=2)
+    logic = accelerator_top.min_logic_cells(both, board.family)
+    assert logic[0] == 4229 + 2 * 64 + 1102 and "+1102 for the smallest binary engine" in logic[1]
+    assert accelerator_top.min_logic_cells(both.replace(rows=1, cols=2, pe=1, simd=8),
+                                           board.family)[0] == 5331
+    with pytest.raises(DoesNotFit, match=r"needs at least 5459 logic cells but the iCE40UP5K "
+                                         r"has 5280"):
+        check_fit(board, both, accelerator_top.memory_shapes(both), logic)
     small = config.replace(rows=2, cols=2, binary=False)
     assert accelerator_top.min_logic_cells(small, board.family)[0] == 4357
     assert check_fit(board, small, accelerator_top.memory_shapes(small)).dsp == 2
-    binary = config.replace(int8=False, pe=2)
+    binary = config.replace(int8=False, pe=3)    # the default
     assert accelerator_top.min_logic_cells(binary, board.family) is None
-    # 29 with the counters' block RAM (Yosys maps one more: 30 of 30)
-    assert check_fit(board, binary, accelerator_top.memory_shapes(binary)).bram == 29
+    # WEIGHTS and ACTIVATIONS in the 4 SPRAMs; 26 block RAMs (Yosys maps one more: 27)
+    fit = check_fit(board, binary, accelerator_top.memory_shapes(binary))
+    assert (fit.bram, fit.spram) == (26, 4)
+    # at 4 PE the estimate fills the 30 EBR (and Yosys' one more does not fit)
+    four = config.replace(int8=False, pe=4)
+    assert check_fit(board, four, accelerator_top.memory_shapes(four)).bram == 30
     # the ECP5 has no measured floor: only memories and DSPs are checked
     ulx3s = get_board("ulx3s")
     assert accelerator_top.min_logic_cells(ulx3s.config(), ulx3s.family) is None
@@ -174,9 +209,9 @@ def test_accelerator_top_factory():
     config = board.config(int8=True, pe=4, clock_hz=24e6, weights_bytes=2048)
     top = top_config(config)
     assert (top.rows, top.cols, top.backend, top.pe, top.simd) == (4, 4, "ice40", 4, 32)
-    # the iCEBreaker's default for the top: the binary engine alone, 2 PE
+    # the iCEBreaker's default for the top: the binary engine alone, 3 PE
     default = top_config(board.config())
-    assert (default.int8, default.binary, default.pe, default.simd) == (False, True, 2, 32)
+    assert (default.int8, default.binary, default.pe, default.simd) == (False, True, 3, 32)
     assert (top.clock_hz, top.baud, top.weights_bytes) == (24_000_000, 3_000_000, 2048)
     factory = resolve_design("top")
     assert sum(factory.memory_bits(config).values()) == sum(top.memory_bits().values())
@@ -193,8 +228,22 @@ def test_cli_too_large_is_fast(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result
     assert "needs 32 SB_MAC16" in result.stderr
-    assert "needs at least 8197 logic cells" in result.stderr
+    assert "needs at least 9299 logic cells" in result.stderr   # with the binary engine
+    assert "need 8 SPRAM blocks" in result.stderr
     assert time.monotonic() - started < 15
+    assert not (tmp_path / "b").exists()
+
+
+def test_cli_counts_the_board_cores_memory(tmp_path):
+    """The estimate counts the UART receive FIFO's block RAM: the binary engine at 4 PE x 32
+    needs 30 EBR for the top's memories and 31 with it, and is refused before any tool (it
+    used to fail in nextpnr's placement)."""
+    result = subprocess.run([sys.executable, "-m", "qaccel", "build", "--pe", "4",
+                             "--out", str(tmp_path / "b")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result
+    assert "the memories need 31 block RAMs of 4 kbit but the iCE40UP5K has 30" in result.stderr
+    assert "UART receive FIFO 8 x 15 (120 bits) -> 1 BRAM" in result.stderr
     assert not (tmp_path / "b").exists()
 
 
@@ -412,7 +461,7 @@ def test_cli_boards_lists_every_board():
     for name, board in BOARDS.items():
         assert name in text and board.device in text
     assert "0/8 SB_MAC16" in text and "64/156 MULT18X18D" in text
-    assert "top: binary 2x32" in text and "top: INT8 8x8, binary 16x64" in text
+    assert "top: binary 3x32" in text and "top: INT8 8x8, binary 16x64" in text
     assert "standin: INT8 16x16" in text
 
 
@@ -562,8 +611,9 @@ def test_icebreaker_standin_int8_bitstream(tmp_path):
 @pytest.mark.slow
 def test_icebreaker_default_bitstream(tmp_path):
     """The iCEBreaker's default build, from scratch: the accelerator top, binary engine alone
-    (2 PE x 32; the INT8 engine does not fit the UP5K, see docs/BOARDS.md): a bitstream,
-    timing met at the board's clock, no SB_MAC16, the INFO the host tiles with."""
+    (3 PE x 32; both engines do not fit the UP5K, see docs/BOARDS.md): a bitstream, timing
+    met at the board's clock, no SB_MAC16, WEIGHTS and ACTIVATIONS in the 4 SPRAMs, the INFO
+    the host tiles with."""
     from qaccel.boards.build import Progress, build
     from qaccel.boards.designs import top_config
 
@@ -573,10 +623,10 @@ def test_icebreaker_default_bitstream(tmp_path):
             pytest.skip(f"{status.tool} not installed (the build extra)")
     assert board.default_design == "top"
     config = board.config()
-    assert (config.int8, config.binary, config.pe) == (False, True, 2)
+    assert (config.int8, config.binary, config.pe) == (False, True, 3)
     caps = top_config(config).capabilities()
     assert (caps.engines, caps.pe, caps.simd, caps.binary_max_k, caps.binary_max_n) == \
-        (2, 2, 32, 512, 32)
+        (2, 3, 32, 512, 32)
     assert (caps.weights_bytes, caps.clock_hz, caps.baud) == (2048, 24_000_000, 3_000_000)
     result = build(board, out_dir=tmp_path, progress=Progress(None))
     assert result.bitstream == tmp_path / "top.bin"
@@ -585,9 +635,10 @@ def test_icebreaker_default_bitstream(tmp_path):
     assert report["resources"]["DSP"]["used"] == report["estimate"]["dsp"] == 0
     assert report["resources"]["LC"]["used"] <= 5280
     assert report["resources"]["BRAM"]["used"] <= 30
+    assert report["resources"]["SPRAM"]["used"] == report["estimate"]["spram"] == 4
     assert report["timing_met"] is True
     assert report["fmax_mhz"] >= config.clock_hz / 1e6
-    assert report["peak"]["binary_ops_per_s"] == 2 * 32 * config.clock_hz
+    assert report["peak"]["binary_ops_per_s"] == 3 * 32 * config.clock_hz
 
 
 @pytest.mark.slow

@@ -23,14 +23,14 @@ SYSTEM = TopConfig(rows=2, cols=4, pe=3, simd=64, weights_bytes=1024, activation
                    params_bytes=512, outputs_bytes=1024, binary_max_k=256, binary_max_n=24,
                    max_thresholds=3, mult_cycles=4)
 #: The UART build: a 4x4 array, 8 clocks per bit, the serial requantizer, no hold registers,
-#: no operand skid, the half-rate output register and the bit-serial CRC (as on the
-#: iCEBreaker). (The generic backend: Yosys' SB_MAC16 model makes a Verilator build several
+#: no operand skid, no output buffer, broadcast operands, the bit-serial CRC and single-port
+#: WEIGHTS and ACTIVATIONS (as on the iCEBreaker, whose SPRAM they map to). (The generic backend: Yosys' SB_MAC16 model makes a Verilator build several
 #: times larger; tests/test_systolic.py covers it.)
 UART = TopConfig(rows=4, cols=4, backend="generic", pe=4, simd=32, weights_bytes=512,
                  activations_bytes=512, params_bytes=256, outputs_bytes=512, binary_max_k=128,
                  binary_max_n=16, max_thresholds=2, clock_hz=8_000_000, baud=1_000_000,
                  requantizer="serial", hold_registers=False, operand_skid=False,
-                 output_buffer="none", crc_bits=1, dataflow="broadcast")
+                 output_buffer="none", crc_bits=1, dataflow="broadcast", spram=True)
 
 #: Corruptions in the fault campaign: four cocotb tests (``faults_0``..``faults_3``) of 250.
 FAULTS = 1000
@@ -100,6 +100,7 @@ def test_capabilities_and_words():
      "requantizer must be one of pipelined, serial; not 'booth'"),
     (dict(hold_registers=None), TypeError, "hold_registers must be True or False, not None"),
     (dict(operand_skid=1), TypeError, "operand_skid must be True or False, not 1"),
+    (dict(spram="yes"), TypeError, "spram must be True or False, not 'yes'"),
     (dict(output_buffer="fifo"), ValueError,
      "output_buffer must be one of skid, register, none; not 'fifo'"),
     (dict(dataflow="broadcast"), ValueError, "dataflow 'broadcast' needs hold_registers=False"),
