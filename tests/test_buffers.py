@@ -25,6 +25,7 @@ def test_buffer_bank(single_port):
                       params={"sizes": SIZES, "words": WORDS}) == 2
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_single_port_memories():
     """The shared-port memories carry the SPRAM mapping attribute and the `_spram` name the
     iCE40 build script drops the initial contents of."""
