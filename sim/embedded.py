@@ -16,11 +16,19 @@ Configurations
 ``uart``
     The default behind the UART PHY, reached through a pseudo-terminal and pyserial (the
     serial code path of the driver, unchanged).
+``icebreaker``
+    What ``qaccel build`` puts on the iCEBreaker: the binary engine alone at 3 PE x 32,
+    2 KiB buffers (WEIGHTS and ACTIVATIONS single-port, as in the SPRAM), 32-bit counters,
+    the bit-serial CRC.
 ``icebreaker-int8``
     The iCEBreaker's INT8 build (``qaccel build --rows 2 --cols 4 --no-binary``): 2x4 INT8
-    array alone, 2 KiB buffers (WEIGHTS and ACTIVATIONS single-port, as in the SPRAM),
-    32-bit counters, the serial requantizer, no hold registers, operand skid or output skid
-    (generic multipliers in place of the SB_MAC16).
+    array alone, the same buffers and counters, the serial requantizer, no hold registers,
+    operand skid or output buffer, broadcast operands (generic multipliers in place of the
+    SB_MAC16).
+
+The board configurations are taken from the board definitions (``qaccel.boards``), so they
+stay what the bitstream builds; only the link (the byte stream instead of the UART) and the
+multipliers differ.
 """
 
 from __future__ import annotations
@@ -40,13 +48,27 @@ CONFIGS = {
     "wide": {"rows": 8, "cols": 8, "pe": 8, "simd": 64, "weights_bytes": 16384,
              "activations_bytes": 16384, "params_bytes": 2048, "outputs_bytes": 16384},
     "uart": {"baud": 1_200_000},
-    "icebreaker-int8": {"rows": 2, "cols": 4, "binary": False, "weights_bytes": 2048,
-                        "activations_bytes": 2048, "params_bytes": 1024,
-                        "outputs_bytes": 2048, "counter_width": 32, "requantizer": "serial",
-                        "hold_registers": False, "operand_skid": False,
-                        "output_buffer": "none", "crc_bits": 1,
-                        "dataflow": "broadcast", "spram": True},
 }
+
+
+def _board(name, **choices):
+    """The top a board builds by default (with ``choices``, as ``qaccel build`` options), to
+    co-simulate: keyword arguments of :class:`~qaccel.hw.top.TopConfig`, computed on use."""
+    def fields():
+        import dataclasses
+
+        from qaccel.boards import get_board
+        from qaccel.boards.designs import top_config
+
+        top = top_config(get_board(name).config(**choices))
+        # the byte-stream link, and Amaranth multipliers for the board's DSP blocks (a
+        # Verilator build of Yosys' SB_MAC16 model is several times larger)
+        return {**dataclasses.asdict(top), "baud": 0, "backend": "generic"}
+    return fields
+
+
+CONFIGS["icebreaker"] = _board("icebreaker")
+CONFIGS["icebreaker-int8"] = _board("icebreaker", rows=2, cols=4, int8=True, binary=False)
 
 
 def config(name):
@@ -54,11 +76,12 @@ def config(name):
     from qaccel.hw.top import TopConfig
 
     try:
-        return TopConfig(**CONFIGS[name])
+        fields = CONFIGS[name]
     except KeyError:
         raise QaccelNotFoundError(
             f"no co-simulation configuration {name!r}; choose one of {sorted(CONFIGS)}") \
             from None
+    return TopConfig(**(fields() if callable(fields) else fields))
 
 
 class CosimTransport(Transport):

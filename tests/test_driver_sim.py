@@ -170,3 +170,39 @@ def test_icebreaker_int8_configuration():
             check_gemm(acc, rng, a, w, zp_out=-4, act_min=-90)
         macs = 2 * sum(m * k * n for m, k, n in shapes)
         assert acc.counters()["macs"] == macs
+
+
+@pytest.mark.xdist_group("cosim-icebreaker")
+def test_icebreaker_default_configuration():
+    """What `qaccel build` puts on the iCEBreaker (binary 3 PE x 32, WEIGHTS and ACTIVATIONS
+    single-port as in the SPRAM, the bit-serial CRC), co-simulated from the board's own
+    definition: binary layers, raw and thresholded, tiled over the 3 PEs and the 512-bit
+    reduction limit, bit for bit with the golden model; buffer round trips of a whole buffer;
+    the binary ops are counted."""
+    from qaccel.boards import get_board
+    from qaccel.boards.designs import top_config
+
+    built = top_config(get_board("icebreaker").config())
+    rng = np.random.default_rng(8)
+    with Accelerator.open("sim:icebreaker") as acc:
+        info = acc.info
+        assert (info.has_int8, info.has_binary, info.pe, info.simd) == (False, True, 3, 32)
+        assert (info.weights_bytes, info.binary_max_k, info.binary_max_n) == \
+            (built.weights_bytes, built.binary_max_k, built.binary_max_n)
+        assert built.spram and built.crc_bits == 1
+        acc.reset()
+        for buffer in (proto.BufferId.WEIGHTS, proto.BufferId.ACTIVATIONS):
+            data = rng.integers(0, 256, info.buffer_bytes(buffer), dtype=np.uint8).tobytes()
+            acc.write_buffer(buffer, 0, data)
+            assert acc.read_buffer(buffer, 0, len(data)) == data
+        ops = 0
+        for m, k, n in [(1, 1, 1), (2, 70, 4), (5, 600, 7), (3, 64, 40)]:
+            a = rng.choice(np.array([-1, 1], np.int8), (m, k))
+            w = rng.choice(np.array([-1, 1], np.int8), (n, k))
+            dot = golden.binary_gemm(golden.pack_bits(a), golden.pack_bits(w), k)
+            np.testing.assert_array_equal(acc.binary_layer(a, w), dot)
+            t = rng.integers(-k, k + 1, (n, 3)).astype(np.int32)
+            np.testing.assert_array_equal(acc.binary_layer(a, w, thresholds=t),
+                                          golden.thresholds(dot, t))
+            ops += 2 * m * k * n
+        assert acc.counters()["binary_ops"] == ops
