@@ -206,9 +206,11 @@ def main(args):
     else:
         print(f"device cycles: {counters['cycles']:,} ({counters['int8_busy']:,} INT8 engine, "
               f"{counters['binary_busy']:,} binary engine)")
-        print(f"MACs: {counters['macs']:,}; INT8 MAC utilization while busy: "
-              f"{100 * utilization:.1f}% of {pes} PEs")
-        print(f"binary ops: {counters['binary_ops']:,}")
+        if info.has_int8:
+            print(f"MACs: {counters['macs']:,}; INT8 MAC utilization while busy: "
+                  f"{100 * utilization:.1f}% of {pes} PEs")
+        if info.has_binary:
+            print(f"binary ops: {counters['binary_ops']:,}")
     print(f"link: {link.commands:,} commands, {link.retries} retries, "
           f"{link.bytes_out + link.bytes_in:,} wire bytes")
     if counters_wrapped:

@@ -237,28 +237,35 @@ class FrameDecoder(wiring.Component):
         accepted = self.i.valid & self.i.ready
         wire_byte = self.i.payload
 
+        # `block_left == 0` and `count == max_frame`, kept in registers that move with them:
+        # the comparisons between the input byte and the frame buffer's write enable were
+        # the iCEBreaker top's critical path.
+        at_code = Signal(init=1)
+        count_full = Signal()
+
         emit = Signal()
         emit_byte = Signal(8)
         with m.If(accepted & (wire_byte != DELIMITER) & ~overflow):
             m.d.sync += in_frame.eq(1)
-            with m.If(block_left == 0):
+            with m.If(at_code):
                 # A code byte: it ends the previous block, which (unless it was full or this
                 # is the frame's first block) stood for a zero byte.
-                m.d.sync += [block_left.eq(wire_byte - 1), full_block.eq(wire_byte == 0xFF)]
+                m.d.sync += [block_left.eq(wire_byte - 1), at_code.eq(wire_byte == 1),
+                             full_block.eq(wire_byte == 0xFF)]
                 m.d.comb += [emit.eq(in_frame & ~full_block), emit_byte.eq(0)]
             with m.Else():
-                m.d.sync += block_left.eq(block_left - 1)
+                m.d.sync += [block_left.eq(block_left - 1), at_code.eq(block_left == 1)]
                 m.d.comb += [emit.eq(1), emit_byte.eq(wire_byte)]
 
         with m.If(emit):
-            with m.If(count == max_frame):
+            with m.If(count_full):
                 m.d.sync += overflow.eq(1)
             with m.Else():
                 m.d.comb += [
                     write.en.eq(1), write.addr.eq(count), write.data.eq(emit_byte),
                     crc.valid.eq(1), crc.data.eq(emit_byte),
                 ]
-                m.d.sync += count.eq(count + 1)
+                m.d.sync += [count.eq(count + 1), count_full.eq(count == max_frame - 1)]
                 with m.If(count == 0):
                     m.d.sync += self.seq.eq(emit_byte)
                 with m.If(count == 1):
@@ -267,11 +274,12 @@ class FrameDecoder(wiring.Component):
         m.d.sync += [self.bad_frame.eq(0), self.format_error.eq(0), self.cobs_error.eq(0)]
         with m.If(accepted & (wire_byte == DELIMITER)):
             m.d.comb += crc.start.eq(1)
-            m.d.sync += [count.eq(0), block_left.eq(0), in_frame.eq(0), overflow.eq(0)]
+            m.d.sync += [count.eq(0), count_full.eq(0), block_left.eq(0), at_code.eq(1),
+                         in_frame.eq(0), overflow.eq(0)]
             with m.If(in_frame):
                 with m.If(overflow):
                     m.d.sync += self.format_error.eq(1)
-                with m.Elif(block_left != 0):
+                with m.Elif(~at_code):
                     m.d.sync += self.cobs_error.eq(1)
                 with m.Elif(count < _MIN_COMMAND_FRAME):
                     m.d.sync += self.format_error.eq(1)

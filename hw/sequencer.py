@@ -483,6 +483,9 @@ class CommandSequencer(wiring.Component):
         # Requantization parameter scan: every m0 >= 0 and shift in [SHIFT_MIN, SHIFT_MAX].
         scan_address = Signal(aw)
         scan_left = Signal(16)
+        # `scan_left != 0`, kept in a register that moves with it: the 16-bit comparison into
+        # the FSM's decisions was the iCEBreaker top's critical path.
+        scan_more = Signal()
         scan_phase = Signal()            # 0: m0's top byte, 1: the shift byte
         scan_pending = Signal()
         scan_pending_phase = Signal()
@@ -878,37 +881,43 @@ class CommandSequencer(wiring.Component):
                         finish(proto.Status.OUT_OF_RANGE, record_it=1)
                     with m.Elif(region_index == len(regions) - 1):
                         m.d.sync += [scan_address.eq(p_offset + 7), scan_left.eq(d_n),
+                                     scan_more.eq(d_n != 0),
                                      scan_phase.eq(0), scan_pending.eq(0), scan_bad.eq(0),
                                      scan_checking.eq(0), scan_byte_valid.eq(0)]
-                        with m.If(is_int8 & requant):
-                            m.next = "SCAN"
-                        with m.Else():
-                            m.next = "START"
+                        if caps.has_int8:
+                            with m.If(is_int8 & requant):
+                                m.next = "SCAN"
+                            with m.Else():
+                                m.next = "START"
+                        else:
+                            m.next = "START"     # no SCAN state in a binary-only build
                     with m.Else():
                         m.d.sync += region_index.eq(region_index + 1)
 
-            with m.State("SCAN"):
-                # bytes 7 (top of m0) and 8 (shift) of each 12-byte record
-                m.d.comb += [self.host_rd_buffer.eq(proto.BufferId.PARAMS),
-                             self.host_rd_addr.eq(scan_address + scan_phase)]
-                m.d.sync += [scan_pending.eq(scan_left != 0), scan_pending_phase.eq(scan_phase),
-                             scan_checking.eq(scan_pending),
-                             scan_checking_phase.eq(scan_pending_phase),
-                             scan_byte.eq(self.host_rd_data),
-                             scan_byte_valid.eq(scan_checking),
-                             scan_byte_phase.eq(scan_checking_phase)]
-                with m.If(scan_byte_valid & byte_bad):
-                    m.d.sync += scan_bad.eq(1)
-                with m.If(scan_left != 0):
-                    m.d.sync += scan_phase.eq(~scan_phase)
-                    with m.If(scan_phase):
-                        m.d.sync += [scan_address.eq(scan_address + PARAM_RECORD_BYTES),
-                                     scan_left.eq(scan_left - 1)]
-                with m.Elif(~scan_pending & ~scan_checking & ~scan_byte_valid):
-                    with m.If(scan_bad):
-                        finish(proto.Status.BAD_DESCRIPTOR, record_it=1)
-                    with m.Else():
-                        m.next = "START"
+            if caps.has_int8:   # a binary-only build has no parameter scan
+                with m.State("SCAN"):
+                    # bytes 7 (top of m0) and 8 (shift) of each 12-byte record
+                    m.d.comb += [self.host_rd_buffer.eq(proto.BufferId.PARAMS),
+                                 self.host_rd_addr.eq(scan_address + scan_phase)]
+                    m.d.sync += [scan_pending.eq(scan_more), scan_pending_phase.eq(scan_phase),
+                                 scan_checking.eq(scan_pending),
+                                 scan_checking_phase.eq(scan_pending_phase),
+                                 scan_byte.eq(self.host_rd_data),
+                                 scan_byte_valid.eq(scan_checking),
+                                 scan_byte_phase.eq(scan_checking_phase)]
+                    with m.If(scan_byte_valid & byte_bad):
+                        m.d.sync += scan_bad.eq(1)
+                    with m.If(scan_more):
+                        m.d.sync += scan_phase.eq(~scan_phase)
+                        with m.If(scan_phase):
+                            m.d.sync += [scan_address.eq(scan_address + PARAM_RECORD_BYTES),
+                                         scan_left.eq(scan_left - 1),
+                                         scan_more.eq(scan_left != 1)]
+                    with m.Elif(~scan_pending & ~scan_checking & ~scan_byte_valid):
+                        with m.If(scan_bad):
+                            finish(proto.Status.BAD_DESCRIPTOR, record_it=1)
+                        with m.Else():
+                            m.next = "START"
 
             with m.State("START"):
                 m.d.comb += [self.int8_start.eq(is_int8), self.binary_start.eq(~is_int8)]
