@@ -22,7 +22,7 @@ def add_build_options(parser):
     parser.add_argument("--design", default=None,
                         help="design factory: 'top' (the accelerator; the default of the "
                              "iCEBreaker, with its binary engine alone: the UP5K holds one "
-                             "engine, binary 3 x 32 or INT8 2x4 (--rows 2 --cols 4 --no-binary; "
+                             "engine, binary 4 x 32 or INT8 2x4 (--rows 2 --cols 4 --no-binary; "
                              "4x4 fills it); "
                              "and of the ULX3S), 'standin' (the KCU105's "
                              "default: the engines on a small test protocol), or "

@@ -18,20 +18,23 @@ class ICEBreaker(Board):
     dsp_backend = "ice40"
     # The default build is the accelerator top, so that the host driver talks to the board
     # as to the co-simulation. The UP5K's 5280 logic cells hold one of its engines (the
-    # smallest build of both took 5331): the binary engine at 3 PE x 32 (the default), or
+    # smallest build of both took 5331): the binary engine at 4 PE x 32 (the default), or
     # the INT8 engine at 2x4 (`--rows 2 --cols 4 --no-binary`, 4 SB_MAC16; the options below
     # make it small) or 4x4 (`--int8 --no-binary`: all 8 SB_MAC16, 5226 of 5280 cells, long
     # to route; docs/BOARDS.md). WEIGHTS and ACTIVATIONS live in the 4 SPRAMs; the other
-    # buffers, a 512 x 32 binary weight store and the counters take 27 of the 30 EBRs.
+    # buffers, a 512 x 32 binary weight store, 3 thresholds per channel, the counters and the
+    # UART FIFO take 29 of the 30 EBRs.
     # `--design standin` builds the 4x4 INT8 array = 16 products in 8 SB_MAC16 (dual 8x8
     # mode), every DSP of the UP5K, on a small test protocol.
     default_design = "top"
-    design_defaults = {"top": {"int8": False, "pe": 3}}
+    design_defaults = {"top": {"int8": False, "pe": 4}}
     default_config = BuildConfig(rows=4, cols=4, pe=4, simd=32, clock_hz=24e6,
                                  baud=3_000_000, dsp_backend="ice40",
                                  weights_bytes=2048, activations_bytes=2048,
                                  params_bytes=1024, outputs_bytes=2048,
+                                 # 3 thresholds: activations of up to 2 bits
                                  options={"binary_max_k": 512, "binary_max_n": 32,
+                                          "max_thresholds": 3,
                                           "counter_width": 32,
                                           # the INT8 engine's smallest form (--int8)
                                           "requantizer": "serial", "hold_registers": False,

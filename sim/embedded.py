@@ -17,7 +17,7 @@ Configurations
     The default behind the UART PHY, reached through a pseudo-terminal and pyserial (the
     serial code path of the driver, unchanged).
 ``icebreaker``
-    What ``qaccel build`` puts on the iCEBreaker: the binary engine alone at 3 PE x 32,
+    What ``qaccel build`` puts on the iCEBreaker: the binary engine alone at 4 PE x 32,
     2 KiB buffers (WEIGHTS and ACTIVATIONS single-port, as in the SPRAM), 32-bit counters,
     the bit-serial CRC.
 ``icebreaker-int8``

@@ -174,9 +174,9 @@ def test_icebreaker_int8_configuration():
 
 @pytest.mark.xdist_group("cosim-icebreaker")
 def test_icebreaker_default_configuration():
-    """What `qaccel build` puts on the iCEBreaker (binary 3 PE x 32, WEIGHTS and ACTIVATIONS
+    """What `qaccel build` puts on the iCEBreaker (binary 4 PE x 32, WEIGHTS and ACTIVATIONS
     single-port as in the SPRAM, the bit-serial CRC), co-simulated from the board's own
-    definition: binary layers, raw and thresholded, tiled over the 3 PEs and the 512-bit
+    definition: binary layers, raw and thresholded, tiled over the 4 PEs and the 512-bit
     reduction limit, bit for bit with the golden model; buffer round trips of a whole buffer;
     the binary ops are counted."""
     from qaccel.boards import get_board
@@ -186,7 +186,8 @@ def test_icebreaker_default_configuration():
     rng = np.random.default_rng(8)
     with Accelerator.open("sim:icebreaker") as acc:
         info = acc.info
-        assert (info.has_int8, info.has_binary, info.pe, info.simd) == (False, True, 3, 32)
+        assert (info.has_int8, info.has_binary, info.pe, info.simd) == (False, True, 4, 32)
+        assert info.max_thresholds == 3
         assert (info.weights_bytes, info.binary_max_k, info.binary_max_n) == \
             (built.weights_bytes, built.binary_max_k, built.binary_max_n)
         assert built.spram and built.crc_bits == 1
