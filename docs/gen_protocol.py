@@ -393,7 +393,8 @@ SIZING = """
 On an iCE40 UP5K (5,280 logic cells, 30 EBR of 4 kbit, 4 SPRAM of 32 KiB, 8 SB_MAC16): the
 four buffers of the default configuration (13 KiB) alone need 26 EBR, and the binary engine's
 default weight memory (`binary_max_k = 1024`, `binary_max_n = 64`, `pe = 4`, `simd = 32`)
-another 16, so an iCEBreaker build takes smaller buffers and binary maxima. `bench/top.py`
+another 16, so an iCEBreaker build takes smaller buffers and binary maxima, and keeps
+WEIGHTS and ACTIVATIONS in the SPRAM (`spram=True`: one shared port each). `bench/top.py`
 synthesizes configurations with `synth_ice40 -dsp` (no placement); at the time of writing:
 
 | configuration (4x4 array on SB_MAC16, 1 KiB buffers, 32-bit counters) | LUT4 | FF | EBR | SB_MAC16 |
@@ -406,8 +407,9 @@ Neither fit the UP5K's logic cells: the 4x4 array's fabric accumulators and hold
 (about 1,500 LUT4) dominated. With the small forms of the INT8 engine's parts (the serial
 requantizer, no hold registers, operand skid or output buffer, broadcast operands, a
 bit-serial CRC; `TopConfig` options) and the counters in block RAM, the iCEBreaker builds
-the INT8 engine alone at 2x4, or at 4x4 in all 8 SB_MAC16 (5276 of 5280 logic cells;
-docs/BOARDS.md); INT8 with the binary engine still does not fit.
+the INT8 engine alone at 2x4, or at 4x4 in all 8 SB_MAC16 (5243 of 5280 logic cells;
+docs/BOARDS.md); INT8 with the binary engine still does not fit (the smallest build of both
+took 5331 cells).
 """
 
 
