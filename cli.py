@@ -76,9 +76,13 @@ def build_parser():
     doctor = sub.add_parser("doctor", help="report installed tools and what is missing")
     doctor.set_defaults(func=_cmd_doctor)
 
+    from .sim.embedded import CONFIGS
+
     demo = sub.add_parser("demo", help="run the end-to-end demo on the simulated accelerator")
     demo.add_argument("--url", default="sim",
                       help="accelerator to run on: 'sim' (default: the co-simulated RTL), "
+                           f"'sim:CONFIG' ({', '.join(CONFIGS)}; 'icebreaker' is what "
+                           "'qaccel build' puts on the iCEBreaker), "
                            "'serial:/dev/ttyUSB1?baud=3000000', 'tcp://host:port'")
     demo.add_argument("--plot", default="qaccel-demo.png", help="where to save the plot")
     demo.add_argument("--json", default=None, help="also write the results as JSON here")
