@@ -160,8 +160,9 @@ def test_spram_estimate():
 def test_top_on_icebreaker_fit_check():
     """The top's measured logic-cell floor on the UP5K grows with the INT8 array: 4x4 INT8
     alone now passes it (and places: docs/BOARDS.md), 8x8 does not (test_cli_too_large_is_fast);
-    INT8 with the binary engine is refused for its logic (its memories fit with the SPRAM
-    buffers); the binary engine alone in 4 PE x 32 passes (it builds: docs/BOARDS.md)."""
+    INT8 with the binary engine is refused: 4x4 + 4 x 32 for its memories and its logic, 2x2 +
+    4 x 32 for its logic alone; the binary engine alone in 4 PE x 32 passes (it builds:
+    docs/BOARDS.md)."""
     from qaccel.boards.designs import accelerator_top
 
     board = get_board("icebreaker")
