@@ -21,8 +21,8 @@ READ while a run is in progress, so the two never compete).
 
 With ``single_port`` set, WEIGHTS and ACTIVATIONS have one port each, for reads and writes:
 the engines only read them, and the host never reads and writes in the same cycle (WRITE
-copies, READ fetches its reply, one command at a time). A write wins the port; the read data
-then holds. Such a memory is named ``<buffer>_spram`` and carries ``ram_style="huge"``, which
+copies, READ fetches its reply, one command at a time). A write wins the port, and the read
+data after it is not used (in simulation it holds; the SPRAM's is undefined). Such a memory is named ``<buffer>_spram`` and carries ``ram_style="huge"``, which
 Yosys maps to the iCE40 UltraPlus SPRAM (16 bits x 16384 per block, single-port) once its
 initial contents are dropped (SPRAM has none; the iCE40 board's build script drops them):
 the UP5K's 4 SPRAMs hold 128 KiB, its 30 block RAMs 15 KiB. ``tests/test_buffers.py`` runs
@@ -179,7 +179,8 @@ class BufferBank(wiring.Component):
             if shared:
                 # One address for both: a synchronous read port (Yosys' SPRAM mapping needs
                 # the port as Amaranth emits it, not registered_read_port's form), disabled
-                # while writing so that the data holds, as the SPRAM's does.
+                # while writing, so that the port reads or writes, never both, as the
+                # SPRAM's single port does.
                 sync_read = memory.read_port()
                 read.data = sync_read.data
                 m.d.comb += [
