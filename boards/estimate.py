@@ -211,7 +211,8 @@ def estimate(board, config, memories=None, logic=None):
         problems.append(
             f"the memories need {bram} block RAMs of {board.bram_bits // 1024} kbit but the "
             f"{board.device} has {bram_available}: shrink the memories "
-            f"({'; '.join(f'{k} {v}' for k, v in memory_detail.items())}){one_engine}")
+            f"({'; '.join(f'{k} {v}' for k, v in memory_detail.items() if 'SPRAM' not in v)})"
+            f"{one_engine}")
     if spram > spram_available:
         problems.append(
             f"the memories built for the SPRAM need {spram} SPRAM blocks ({SPRAM_SHAPE[0]} bits "
