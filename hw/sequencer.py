@@ -880,11 +880,11 @@ class CommandSequencer(wiring.Component):
                     with m.If(~region_ok_q):
                         finish(proto.Status.OUT_OF_RANGE, record_it=1)
                     with m.Elif(region_index == len(regions) - 1):
-                        m.d.sync += [scan_address.eq(p_offset + 7), scan_left.eq(d_n),
-                                     scan_more.eq(d_n != 0),
-                                     scan_phase.eq(0), scan_pending.eq(0), scan_bad.eq(0),
-                                     scan_checking.eq(0), scan_byte_valid.eq(0)]
                         if caps.has_int8:
+                            m.d.sync += [scan_address.eq(p_offset + 7), scan_left.eq(d_n),
+                                         scan_more.eq(d_n != 0), scan_phase.eq(0),
+                                         scan_pending.eq(0), scan_bad.eq(0),
+                                         scan_checking.eq(0), scan_byte_valid.eq(0)]
                             with m.If(is_int8 & requant):
                                 m.next = "SCAN"
                             with m.Else():

@@ -40,16 +40,6 @@ from qaccel.sw.transport import SerialTransport, Transport
 
 __all__ = ["CONFIGS", "config", "open_embedded", "CosimTransport"]
 
-#: Configuration name -> keyword arguments of :class:`qaccel.hw.top.TopConfig`.
-CONFIGS = {
-    "default": {},
-    "int8": {"binary": False},
-    "binary": {"int8": False},
-    "wide": {"rows": 8, "cols": 8, "pe": 8, "simd": 64, "weights_bytes": 16384,
-             "activations_bytes": 16384, "params_bytes": 2048, "outputs_bytes": 16384},
-    "uart": {"baud": 1_200_000},
-}
-
 
 def _board(name, **choices):
     """The top a board builds by default (with ``choices``, as ``qaccel build`` options), to
@@ -67,8 +57,18 @@ def _board(name, **choices):
     return fields
 
 
-CONFIGS["icebreaker"] = _board("icebreaker")
-CONFIGS["icebreaker-int8"] = _board("icebreaker", rows=2, cols=4, int8=True, binary=False)
+#: Configuration name -> keyword arguments of :class:`qaccel.hw.top.TopConfig` (or a function
+#: that computes them, for the boards' configurations).
+CONFIGS = {
+    "default": {},
+    "int8": {"binary": False},
+    "binary": {"int8": False},
+    "wide": {"rows": 8, "cols": 8, "pe": 8, "simd": 64, "weights_bytes": 16384,
+             "activations_bytes": 16384, "params_bytes": 2048, "outputs_bytes": 16384},
+    "uart": {"baud": 1_200_000},
+    "icebreaker": _board("icebreaker"),
+    "icebreaker-int8": _board("icebreaker", rows=2, cols=4, int8=True, binary=False),
+}
 
 
 def config(name):
