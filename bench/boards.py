@@ -6,13 +6,14 @@ default configuration with the open tools (YoWASP Yosys + nextpnr; on Xilinx boa
 the peak INT8 MAC/s and binary op/s at the configured clock and at Fmax, and the build time.
 Each build's report.json stays in ``--out`` (default ``build/bench-boards``).
 
-Each board builds its default design (the iCEBreaker: the accelerator top with its binary
-engine alone, the one that fits the UP5K; the ULX3S: the top with both engines; the KCU105:
-the stand-in) unless ``--design`` says otherwise. ``--boards icebreaker --design standin``
-builds the 4x4 INT8 array in all 8 SB_MAC16; ``--boards icebreaker --int8 --no-binary --rows
-2 --cols 4`` builds the top's INT8 engine in the size that fits the UP5K;
-``--design top --int8`` (4x4) is refused by the fit check in seconds (docs/BOARDS.md). A build
-that fails for size after synthesis still shows its LUT and flip-flop counts.
+Each board builds its default design (the iCEBreaker: the accelerator top with its 4x4 INT8
+engine alone in all 8 SB_MAC16, about 12 minutes to route a full UP5K; the ULX3S: the top
+with both engines; the KCU105: the stand-in) unless ``--design`` says otherwise.
+``--boards icebreaker --no-int8`` builds the top's binary engine alone (4 PE x 32);
+``--boards icebreaker --design standin`` the 4x4 INT8 array on a small test protocol;
+``--binary`` (INT8 with the binary engine) is refused by the fit check in seconds
+(docs/BOARDS.md). A build that fails for size after synthesis still shows its LUT and
+flip-flop counts.
 
 Expect several minutes on 2 cores (the ULX3S place-and-route dominates); the first YoWASP
 run of each tool also compiles it (once per machine).

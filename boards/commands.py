@@ -21,9 +21,8 @@ def add_build_options(parser):
                         help=f"board to build for (default {DEFAULT_BOARD})")
     parser.add_argument("--design", default=None,
                         help="design factory: 'top' (the accelerator; the default of the "
-                             "iCEBreaker, with its binary engine alone: the UP5K holds one "
-                             "engine, binary 4 x 32 or INT8 2x4 (--rows 2 --cols 4 --no-binary; "
-                             "4x4 fills it); "
+                             "iCEBreaker, with its 4x4 INT8 engine alone: the UP5K holds one "
+                             "engine, INT8 4x4 or binary 4 x 32 (--no-int8); "
                              "and of the ULX3S), 'standin' (the KCU105's "
                              "default: the engines on a small test protocol), or "
                              "'module:attribute'")
@@ -68,14 +67,20 @@ def _frequency(text):
 
 
 def implied_engines(int8, binary, *, rows=None, cols=None, pe=None, simd=None):
-    """``(int8, binary)`` with an engine's shape, given without ``--int8``/``--binary``, taken
-    as asking for that engine (the iCEBreaker's default leaves the INT8 engine out, so
-    ``--rows 2 --cols 2 --no-binary`` means the INT8 engine alone). ``None`` keeps the
-    board's default."""
+    """``(int8, binary)`` as the options mean them, ``None`` keeping the board's default.
+
+    An engine's shape, given without ``--int8``/``--binary``, asks for that engine (on a board
+    whose default leaves the binary engine out, ``--pe 2`` means the binary engine); and
+    leaving one engine out without naming the other asks for the other (the iCEBreaker's
+    default is the INT8 engine alone, so ``--no-int8`` means the binary engine alone)."""
     if int8 is None and (rows is not None or cols is not None):
         int8 = True
     if binary is None and (pe is not None or simd is not None):
         binary = True
+    if int8 is False and binary is None:
+        binary = True
+    if binary is False and int8 is None:
+        int8 = True
     return int8, binary
 
 

@@ -78,8 +78,8 @@ def _top_min_logic_cells(config, family):
             cells += ICE40_BINARY_ENGINE_MIN_CELLS
             what += f", +{ICE40_BINARY_ENGINE_MIN_CELLS} for the smallest binary engine"
         return (cells, what + ")",
-                "use a 2x4 INT8 array alone (--rows 2 --cols 4 --no-binary), the binary "
-                "engine alone (--no-int8) or the stand-in (--design standin)")
+                "use the INT8 engine alone at 4x4 at most (--rows 4 --cols 4 --no-binary), "
+                "the binary engine alone (--no-int8) or the stand-in (--design standin)")
     return None
 
 

@@ -22,17 +22,16 @@ class ICEBreaker(Board):
     device = "iCE40UP5K"
     dsp_backend = "ice40"
     # The default build is the accelerator top, so that the host driver talks to the board
-    # as to the co-simulation. The UP5K's 5280 logic cells hold one of its engines (the
-    # smallest build of both took 5331): the binary engine at 4 PE x 32 (the default), or
-    # the INT8 engine at 2x4 (`--rows 2 --cols 4 --no-binary`, 4 SB_MAC16; the options below
-    # make it small) or 4x4 (`--int8 --no-binary`: all 8 SB_MAC16, 5226 of 5280 cells, long
-    # to route; docs/BOARDS.md). WEIGHTS and ACTIVATIONS live in the 4 SPRAMs; the other
-    # buffers, a 512 x 32 binary weight store, 3 thresholds per channel, the counters and the
-    # UART FIFO take 29 of the 30 EBRs.
-    # `--design standin` builds the 4x4 INT8 array = 16 products in 8 SB_MAC16 (dual 8x8
-    # mode), every DSP of the UP5K, on a small test protocol.
+    # as to the co-simulation: the 4x4 INT8 array in all 8 SB_MAC16 (dual 8x8), which takes
+    # 5247 of the UP5K's 5280 logic cells with the options below; long to route (about 12
+    # minutes, docs/BOARDS.md). The binary engine is sized to the logic left, which is none:
+    # the smallest build of both engines took 5331 cells. It builds alone instead, at 4 PE x
+    # 32 (`--no-int8`, 4769 cells). WEIGHTS and ACTIVATIONS live in the 4 SPRAMs; the other
+    # buffers, the counters and the UART FIFO take block RAMs (15 of 30 for the INT8 engine,
+    # 29 for the binary one: its 512 x 32 weight store and 3 thresholds per channel).
+    # `--design standin` builds the same 4x4 array on a small test protocol.
     default_design = "top"
-    design_defaults = {"top": {"int8": False, "pe": 4}}
+    design_defaults = {"top": {"binary": False}}
     default_config = BuildConfig(rows=4, cols=4, pe=4, simd=32, clock_hz=24e6,
                                  baud=3_000_000, dsp_backend="ice40",
                                  weights_bytes=2048, activations_bytes=2048,
@@ -41,7 +40,7 @@ class ICEBreaker(Board):
                                  options={"binary_max_k": 512, "binary_max_n": 32,
                                           "max_thresholds": 3,
                                           "counter_width": 32,
-                                          # the INT8 engine's smallest form (--int8)
+                                          # the INT8 engine's smallest form
                                           "requantizer": "serial", "hold_registers": False,
                                           "operand_skid": False,
                                           "output_buffer": "none",

@@ -17,14 +17,13 @@ Configurations
     The default behind the UART PHY, reached through a pseudo-terminal and pyserial (the
     serial code path of the driver, unchanged).
 ``icebreaker``
-    What ``qaccel build`` puts on the iCEBreaker: the binary engine alone at 4 PE x 32,
-    2 KiB buffers (WEIGHTS and ACTIVATIONS single-port, as in the SPRAM), 32-bit counters,
-    the bit-serial CRC.
-``icebreaker-int8``
-    The iCEBreaker's INT8 build (``qaccel build --rows 2 --cols 4 --no-binary``): 2x4 INT8
-    array alone, the same buffers and counters, the serial requantizer, no hold registers,
-    operand skid or output buffer, broadcast operands (generic multipliers in place of the
-    SB_MAC16).
+    What ``qaccel build`` puts on the iCEBreaker: the 4x4 INT8 array alone, 2 KiB buffers
+    (WEIGHTS and ACTIVATIONS single-port, as in the SPRAM), 32-bit counters, the serial
+    requantizer, no hold registers, operand skid or output buffer, broadcast operands, the
+    bit-serial CRC (generic multipliers in place of the SB_MAC16).
+``icebreaker-binary``
+    The iCEBreaker's binary build (``qaccel build --no-int8``): the binary engine alone at
+    4 PE x 32, 3 thresholds per channel, the same buffers, counters and CRC.
 
 The board configurations are taken from the board definitions (``qaccel.boards``), so they
 stay what the bitstream builds; only the link (the byte stream instead of the UART) and the
@@ -67,7 +66,7 @@ CONFIGS = {
              "activations_bytes": 16384, "params_bytes": 2048, "outputs_bytes": 16384},
     "uart": {"baud": 1_200_000},
     "icebreaker": _board("icebreaker"),
-    "icebreaker-int8": _board("icebreaker", rows=2, cols=4, int8=True, binary=False),
+    "icebreaker-binary": _board("icebreaker", int8=False, binary=True),
 }
 
 

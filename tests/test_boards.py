@@ -62,7 +62,8 @@ def test_dsp_estimate_per_backend():
     assert dsp_blocks(8, 8, "ecp5") == 64
     assert dsp_blocks(3, 5, "generic") == 15
     board = get_board("icebreaker")
-    assert estimate(board, board.config(int8=False)).dsp == 0
+    assert estimate(board, board.config(int8=False, binary=True)).dsp == 0
+    assert estimate(board, board.config()).dsp == 8            # the default: 4x4 INT8
 
 
 def test_too_large_fails_before_synthesis():
@@ -118,7 +119,7 @@ def test_top_memory_estimate_by_shape():
     from qaccel.boards.designs import accelerator_top
 
     board = get_board("icebreaker")
-    config = board.config(int8=True, pe=4, weights_bytes=2048, activations_bytes=2048,
+    config = board.config(int8=True, binary=True, pe=4, weights_bytes=2048, activations_bytes=2048,
                           params_bytes=1024, outputs_bytes=2048,
                           options={"binary_max_k": 512, "binary_max_n": 32})
     shapes = accelerator_top.memory_shapes(config)
@@ -166,8 +167,9 @@ def test_top_on_icebreaker_fit_check():
     from qaccel.boards.designs import accelerator_top
 
     board = get_board("icebreaker")
-    config = board.config(int8=True, pe=4)       # 4x4 INT8 + 4 x 32 binary
-    alone = config.replace(binary=False)
+    config = board.config(int8=True, binary=True, pe=4)       # 4x4 INT8 + 4 x 32 binary
+    alone = config.replace(binary=False)         # the default
+    assert alone == board.config()
     logic = accelerator_top.min_logic_cells(alone, board.family)
     assert logic[0] == 5125 <= board.device_totals["lut"]
     assert "measured floor: 4229 cells for 2 products, +64 per product" in logic[1]
@@ -188,7 +190,7 @@ def test_top_on_icebreaker_fit_check():
     small = config.replace(rows=2, cols=2, binary=False)
     assert accelerator_top.min_logic_cells(small, board.family)[0] == 4357
     assert check_fit(board, small, accelerator_top.memory_shapes(small)).dsp == 2
-    binary = config.replace(int8=False, pe=4)    # the default
+    binary = config.replace(int8=False, pe=4)    # --no-int8
     assert accelerator_top.min_logic_cells(binary, board.family) is None
     # WEIGHTS and ACTIVATIONS in the 4 SPRAMs; 28 block RAMs for the top (and one for the
     # board core's UART FIFO: 29, which Yosys maps)
@@ -211,9 +213,9 @@ def test_accelerator_top_factory():
     config = board.config(int8=True, pe=4, clock_hz=24e6, weights_bytes=2048)
     top = top_config(config)
     assert (top.rows, top.cols, top.backend, top.pe, top.simd) == (4, 4, "ice40", 4, 32)
-    # the iCEBreaker's default for the top: the binary engine alone, 4 PE
+    # the iCEBreaker's default for the top: the INT8 engine alone, 4x4 (all 8 SB_MAC16)
     default = top_config(board.config())
-    assert (default.int8, default.binary, default.pe, default.simd) == (False, True, 4, 32)
+    assert (default.int8, default.binary, default.rows, default.cols) == (True, False, 4, 4)
     assert (top.clock_hz, top.baud, top.weights_bytes) == (24_000_000, 3_000_000, 2048)
     factory = resolve_design("top")
     assert sum(factory.memory_bits(config).values()) == sum(top.memory_bits().values())
@@ -230,10 +232,27 @@ def test_cli_too_large_is_fast(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result
     assert "needs 32 SB_MAC16" in result.stderr
-    assert "needs at least 9299 logic cells" in result.stderr   # with the binary engine
+    assert "needs at least 8197 logic cells" in result.stderr   # the INT8 engine alone
     assert "need 8 SPRAM blocks" in result.stderr
     assert time.monotonic() - started < 15
     assert not (tmp_path / "b").exists()
+
+
+def test_engine_options_imply_engines():
+    """`--pe`/`--simd` ask for the binary engine, `--rows`/`--cols` for the INT8 one, and
+    leaving one engine out asks for the other (the iCEBreaker's default has one engine)."""
+    from qaccel.boards.commands import implied_engines
+
+    assert implied_engines(None, None) == (None, None)
+    assert implied_engines(False, None) == (False, True)
+    assert implied_engines(None, False) == (True, False)
+    assert implied_engines(None, None, pe=2) == (None, True)
+    assert implied_engines(None, None, rows=2) == (True, None)
+    assert implied_engines(False, False) == (False, False)   # refused by BuildConfig
+    board = get_board("icebreaker")
+    int8, binary = implied_engines(None, None, pe=2)
+    assert (board.config(int8=int8, binary=binary).int8,
+            board.config(int8=int8, binary=binary).binary) == (True, True)
 
 
 def test_build_counts_the_board_cores_memory(tmp_path):
@@ -243,7 +262,7 @@ def test_build_counts_the_board_cores_memory(tmp_path):
     from qaccel.boards.build import Progress, build
 
     board = get_board("icebreaker")
-    config = board.config()
+    config = board.config(int8=False, binary=True)
     config = config.replace(options={**config.options, "max_thresholds": 4})
     started = time.monotonic()
     with pytest.raises(DoesNotFit, match=r"the memories need 31 block RAMs of 4 kbit but the "
@@ -467,8 +486,8 @@ def test_cli_boards_lists_every_board():
     text = out.getvalue()
     for name, board in BOARDS.items():
         assert name in text and board.device in text
-    assert "0/8 SB_MAC16" in text and "64/156 MULT18X18D" in text
-    assert "top: binary 4x32" in text and "top: INT8 8x8, binary 16x64" in text
+    assert "8/8 SB_MAC16" in text and "64/156 MULT18X18D" in text
+    assert "top: INT8 4x4, 24 MHz" in text and "top: INT8 8x8, binary 16x64" in text
     assert "standin: INT8 16x16" in text
 
 
@@ -617,10 +636,12 @@ def test_icebreaker_standin_int8_bitstream(tmp_path):
 
 @pytest.mark.slow
 def test_icebreaker_default_bitstream(tmp_path):
-    """The iCEBreaker's default build, from scratch: the accelerator top, binary engine alone
-    (4 PE x 32; both engines do not fit the UP5K, see docs/BOARDS.md): a bitstream, timing
-    met at the board's clock, no SB_MAC16, WEIGHTS and ACTIVATIONS in the 4 SPRAMs, the INFO
-    the host tiles with."""
+    """The iCEBreaker's default build, from scratch: the accelerator top with the 4x4 INT8
+    array in all 8 SB_MAC16 (dual 8x8) and the iCEBreaker's small-INT8 choices (serial
+    requantizer, no hold registers, no operand skid or output buffer, the bit-serial CRC); no
+    logic is left for a binary engine (docs/BOARDS.md). A bitstream, SB_MAC16 and memories
+    as estimated, timing met at the board's clock, the INFO the host tiles with. It fills
+    99 % of the UP5K's logic cells, so it routes slowly: about 12 minutes."""
     from qaccel.boards.build import Progress, build
     from qaccel.boards.designs import top_config
 
@@ -630,13 +651,51 @@ def test_icebreaker_default_bitstream(tmp_path):
             pytest.skip(f"{status.tool} not installed (the build extra)")
     assert board.default_design == "top"
     config = board.config()
+    top = top_config(config)
+    assert (top.int8, top.binary, top.rows, top.cols) == (True, False, 4, 4)
+    assert (top.requantizer, top.hold_registers, top.operand_skid, top.output_buffer) == (
+        "serial", False, False, "none")
+    caps = top.capabilities()
+    assert (caps.engines, caps.rows, caps.cols, caps.counter_width) == (1, 4, 4, 32)
+    assert (caps.weights_bytes, caps.clock_hz, caps.baud) == (2048, 24_000_000, 3_000_000)
+    result = build(board, out_dir=tmp_path, progress=Progress(None))
+    assert result.bitstream == tmp_path / "top.bin"
+    assert result.bitstream.stat().st_size > 100_000   # UP5K bitstreams are ~104 kB
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["resources"]["DSP"]["used"] == report["estimate"]["dsp"] == 8
+    assert report["resources"]["LC"]["used"] <= 5280
+    # 32-bit weight words in 2 SPRAMs, 32-bit activation words in 2; the estimate is exact
+    assert report["resources"]["SPRAM"]["used"] == report["estimate"]["spram"] == 4
+    assert report["resources"]["BRAM"]["used"] == report["estimate"]["bram"] <= 30
+    assert report["resources"]["PLL"]["used"] == 1
+    assert report["timing_met"] is True
+    assert report["fmax_mhz"] >= config.clock_hz / 1e6
+    assert report["peak"]["int8_macs_per_s"] == 16 * config.clock_hz
+    assert report["peak"]["binary_ops_per_s"] == 0
+    assert "SB_MAC16" in result.report.table()
+
+
+@pytest.mark.slow
+def test_icebreaker_binary_top_bitstream(tmp_path):
+    """The accelerator top with its binary engine alone on the UP5K (`qaccel build
+    --no-int8`: 4 PE x 32, 3 thresholds per channel), from scratch: a bitstream, timing met at
+    the board's clock, no SB_MAC16, WEIGHTS and ACTIVATIONS in the 4 SPRAMs and the block
+    RAMs as estimated, the INFO the host tiles with."""
+    from qaccel.boards.build import Progress, build
+    from qaccel.boards.commands import implied_engines
+    from qaccel.boards.designs import top_config
+
+    board = get_board("icebreaker")
+    for status in board.tools():
+        if not status.found:
+            pytest.skip(f"{status.tool} not installed (the build extra)")
+    int8, binary = implied_engines(False, None)           # --no-int8
+    config = board.config(int8=int8, binary=binary)
     assert (config.int8, config.binary, config.pe) == (False, True, 4)
     caps = top_config(config).capabilities()
     assert (caps.engines, caps.pe, caps.simd, caps.binary_max_k, caps.binary_max_n) == \
         (2, 4, 32, 512, 32)
-    assert (caps.weights_bytes, caps.clock_hz, caps.baud) == (2048, 24_000_000, 3_000_000)
-    result = build(board, out_dir=tmp_path, progress=Progress(None))
-    assert result.bitstream == tmp_path / "top.bin"
+    result = build(board, config, design="top", out_dir=tmp_path, progress=Progress(None))
     assert result.bitstream.stat().st_size > 100_000
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["resources"]["DSP"]["used"] == report["estimate"]["dsp"] == 0
@@ -646,37 +705,3 @@ def test_icebreaker_default_bitstream(tmp_path):
     assert report["timing_met"] is True
     assert report["fmax_mhz"] >= config.clock_hz / 1e6
     assert report["peak"]["binary_ops_per_s"] == 4 * 32 * config.clock_hz
-
-
-@pytest.mark.slow
-def test_icebreaker_int8_top_bitstream(tmp_path):
-    """The accelerator top with its INT8 engine on the UP5K: 2x4 (4 SB_MAC16, dual 8x8) alone,
-    with the iCEBreaker's small-INT8 choices (serial requantizer, no hold registers, no
-    operand skid or output buffer, the bit-serial CRC): a bitstream, SB_MAC16 as estimated, timing
-    met at 24 MHz, the INFO the host tiles with. (4x4 fits too, with 37 cells to spare, but
-    routes in about 14 minutes:
-    docs/BOARDS.md.)"""
-    from qaccel.boards.build import Progress, build
-    from qaccel.boards.designs import top_config
-
-    board = get_board("icebreaker")
-    for status in board.tools():
-        if not status.found:
-            pytest.skip(f"{status.tool} not installed (the build extra)")
-    config = board.config(rows=2, cols=4, int8=True, binary=False)
-    top = top_config(config)
-    assert (top.requantizer, top.hold_registers, top.operand_skid, top.output_buffer) == (
-        "serial", False, False, "none")
-    caps = top.capabilities()
-    assert (caps.engines, caps.rows, caps.cols, caps.counter_width) == (1, 2, 4, 32)
-    result = build(board, config, design="top", out_dir=tmp_path, progress=Progress(None))
-    assert result.bitstream.stat().st_size > 100_000
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert report["resources"]["DSP"]["used"] == report["estimate"]["dsp"] == 4
-    assert report["resources"]["LC"]["used"] <= 5280
-    # 32-bit weight words in 2 SPRAMs, 16-bit activation words in 1; the estimate is exact
-    assert report["resources"]["SPRAM"]["used"] == report["estimate"]["spram"] == 3
-    assert report["resources"]["BRAM"]["used"] == report["estimate"]["bram"]
-    assert report["timing_met"] is True
-    assert report["fmax_mhz"] >= config.clock_hz / 1e6
-    assert report["peak"]["int8_macs_per_s"] == 8 * config.clock_hz

@@ -153,17 +153,31 @@ def test_serial_path_over_the_uart_pins():
         assert acc.stats.retries == 0 and acc.stats.naks == 0
 
 
-@pytest.mark.xdist_group("cosim-icebreaker-int8")
-def test_icebreaker_int8_configuration():
-    """The iCEBreaker's INT8 build (2x4, serial requantizer, no hold registers, operand or
-    output skid, 32-bit counters), co-simulated: tiled GEMMs, int32 and requantized, bit for bit
-    with the golden model; INFO reports the counters' width; the MACs are counted."""
+@pytest.mark.xdist_group("cosim-icebreaker")
+def test_icebreaker_default_configuration():
+    """What `qaccel build` puts on the iCEBreaker (the 4x4 INT8 array alone, serial
+    requantizer, no hold registers, operand or output skid, WEIGHTS and ACTIVATIONS
+    single-port as in the SPRAM, the bit-serial CRC), co-simulated from the board's own
+    definition: tiled GEMMs, int32 and requantized, bit for bit with the golden model, up to
+    the largest K the weights buffer holds; whole-buffer round trips; the MACs are counted."""
+    from qaccel.boards import get_board
+    from qaccel.boards.designs import top_config
+
+    built = top_config(get_board("icebreaker").config())
     rng = np.random.default_rng(5)
-    with Accelerator.open("sim:icebreaker-int8") as acc:
-        assert (acc.info.rows, acc.info.cols, acc.info.has_binary) == (2, 4, False)
-        assert acc.info.counter_width == 32
+    with Accelerator.open("sim:icebreaker") as acc:
+        info = acc.info
+        assert (info.rows, info.cols, info.has_int8, info.has_binary) == (4, 4, True, False)
+        assert info.counter_width == 32
+        assert info.weights_bytes == built.weights_bytes
+        assert built.spram and built.crc_bits == 1 and built.requantizer == "serial"
         acc.reset()
-        shapes = [(1, 1, 1), (3, 5, 3), (7, 40, 9), (2, 700, 2), (8, 300, 14)]
+        for buffer in (proto.BufferId.WEIGHTS, proto.BufferId.ACTIVATIONS):
+            data = rng.integers(0, 256, info.buffer_bytes(buffer), dtype=np.uint8).tobytes()
+            acc.write_buffer(buffer, 0, data)
+            assert acc.read_buffer(buffer, 0, len(data)) == data
+        k_max = info.weights_bytes // info.cols   # one column tile of weights fills it
+        shapes = [(1, 1, 1), (3, 5, 3), (7, 40, 9), (4, k_max, 4), (9, 300, 14)]
         for m, k, n in shapes:
             a = rng.integers(-128, 128, (m, k), dtype=np.int8)
             w = rng.integers(-128, 128, (k, n), dtype=np.int8)
@@ -172,30 +186,24 @@ def test_icebreaker_int8_configuration():
         assert acc.counters()["macs"] == macs
 
 
-@pytest.mark.xdist_group("cosim-icebreaker")
-def test_icebreaker_default_configuration():
-    """What `qaccel build` puts on the iCEBreaker (binary 4 PE x 32, WEIGHTS and ACTIVATIONS
-    single-port as in the SPRAM, the bit-serial CRC), co-simulated from the board's own
-    definition: binary layers, raw and thresholded, tiled over the 4 PEs and the 512-bit
-    reduction limit, bit for bit with the golden model; buffer round trips of a whole buffer;
-    the binary ops are counted."""
+@pytest.mark.xdist_group("cosim-icebreaker-binary")
+def test_icebreaker_binary_configuration():
+    """The iCEBreaker's binary build (`qaccel build --no-int8`: 4 PE x 32, 3 thresholds per
+    channel), co-simulated from the board's own definition: binary layers, raw and
+    thresholded, tiled over the 4 PEs and the 512-bit reduction limit, bit for bit with the
+    golden model; the binary ops are counted."""
     from qaccel.boards import get_board
     from qaccel.boards.designs import top_config
 
-    built = top_config(get_board("icebreaker").config())
+    built = top_config(get_board("icebreaker").config(int8=False, binary=True))
     rng = np.random.default_rng(8)
-    with Accelerator.open("sim:icebreaker") as acc:
+    with Accelerator.open("sim:icebreaker-binary") as acc:
         info = acc.info
         assert (info.has_int8, info.has_binary, info.pe, info.simd) == (False, True, 4, 32)
         assert info.max_thresholds == 3
         assert (info.weights_bytes, info.binary_max_k, info.binary_max_n) == \
             (built.weights_bytes, built.binary_max_k, built.binary_max_n)
-        assert built.spram and built.crc_bits == 1
         acc.reset()
-        for buffer in (proto.BufferId.WEIGHTS, proto.BufferId.ACTIVATIONS):
-            data = rng.integers(0, 256, info.buffer_bytes(buffer), dtype=np.uint8).tobytes()
-            acc.write_buffer(buffer, 0, data)
-            assert acc.read_buffer(buffer, 0, len(data)) == data
         ops = 0
         for m, k, n in [(1, 1, 1), (2, 70, 4), (5, 600, 7), (3, 64, 40)]:
             a = rng.choice(np.array([-1, 1], np.int8), (m, k))
