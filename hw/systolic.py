@@ -39,7 +39,8 @@ row of its column, so PE ``(i, p)`` sees step ``k`` at cycle ``k + 1``. A small 
 fanout is cheap, and the skew and hop registers were most of its flip-flops besides the
 accumulators. All rows of a tile then finish together: the output reads them lowest first,
 and the enable stays low until the last of them is taken (that read clears every row's
-accumulators), so one bubble between tiles suffices.
+accumulators; without an output buffer the enable waits until the cycle after it, so that it
+depends on registers only), so one bubble between tiles suffices.
 
 Accumulators are as wide as ``max_k`` needs and no wider: ``K`` products of int8 operands lie
 in ``[-16256 K, 16384 K]``, so ``(16384 * max_k).bit_length() + 1`` bits never wrap (32 at
@@ -281,8 +282,10 @@ class SystolicArray(wiring.Component):
         """Cycles per full tile in steady state (back-to-back commands, operands and output
         always ready): the steps, the bubbles, and the stalls of a half-rate output."""
         if self.dataflow == "broadcast":
-            # the array waits while the rows of each tile but the last are read
-            return max(k, 1) + self.drain_bubbles + self.row_interval * (self.rows - 1)
+            # the array waits while the rows of each tile but the last are read (and the
+            # last too, without an output buffer)
+            return (max(k, 1) + self.drain_bubbles + self.row_interval * (self.rows - 1)
+                    + (self.output_buffer == "none"))
         return (max(max(k, 1) + self.drain_bubbles, self.tile_spacing)
                 + (self.row_interval - 1) * (self.rows - 1))
 
@@ -344,10 +347,22 @@ class SystolicArray(wiring.Component):
             out_valid = pending.any()
             first_pending = Signal(rows)     # one-hot: the lowest pending row
             m.d.comb += first_pending.eq(pending & -pending)
-            last_pending = (pending & ~first_pending) == 0
-            m.d.comb += enable.eq(~out_valid | (out_i.ready & last_pending))
-            with m.If(out_valid & out_i.ready):
-                m.d.sync += row_read.eq(Mux(last_pending, 0, row_read | first_pending))
+            if self.output_buffer == "none":
+                # `o.ready` comes from the consumer's logic: the enable waits one cycle more,
+                # until every row is read, and is a function of registers only (the
+                # consumer's ready into the enable, on to the operands' ready and the
+                # block RAM reads behind them, was the iCEBreaker 4x4 build's critical
+                # path). The enabled cycle after the reads clears the accumulators.
+                m.d.comb += enable.eq(~out_valid)
+                with m.If(enable):
+                    m.d.sync += row_read.eq(0)
+                with m.Elif(out_i.ready):
+                    m.d.sync += row_read.eq(row_read | first_pending)
+            else:
+                last_pending = (pending & ~first_pending) == 0
+                m.d.comb += enable.eq(~out_valid | (out_i.ready & last_pending))
+                with m.If(out_valid & out_i.ready):
+                    m.d.sync += row_read.eq(Mux(last_pending, 0, row_read | first_pending))
             reading = first_pending
         else:
             out_valid = row_done.any()

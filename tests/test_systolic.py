@@ -73,6 +73,12 @@ def test_cycle_model():
     direct = SystolicArray(4, 4, backend="dsp48e2", hold_registers=False, output_buffer="none")
     assert direct.latency == 7 and direct.row_interval == 1
     assert direct.cycles_per_tile(64) == 66
+    # broadcast, no output buffer (the iCEBreaker's): the array waits for every row's read,
+    # the last one's too, so that its enable depends on registers only
+    bare_broadcast = SystolicArray(4, 4, backend="ice40", hold_registers=False,
+                                   output_buffer="none", dataflow="broadcast")
+    assert bare_broadcast.latency == 4 and bare_broadcast.drain_bubbles == 1   # SB_MAC16: 2
+    assert bare_broadcast.cycles_per_tile(64) == 64 + 1 + 3 + 1
     assert array.accumulator_width == 32
     # 4095 * 16384 < 2**26: 27 bits; K = 1 products fit 16
     assert SystolicArray(4, 4, max_k=4095).accumulator_width == 27

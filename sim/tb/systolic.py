@@ -44,6 +44,7 @@ def array_params(array, **extra):
         "drain_bubbles": array.drain_bubbles,
         "row_interval": array.row_interval,
         "dataflow": array.dataflow,
+        "output_buffer": array.output_buffer,
         "max_k": array.max_k,
     }
     params.update(extra)
@@ -267,7 +268,8 @@ async def throughput(dut):
     stream_cycles = tb.out_times[-1] - tb.cmd_times[start]
     # SystolicArray.cycles_per_tile
     if p.get("dataflow") == "broadcast":   # the array waits while rows 0..m-2 are read
-        per_tile = k + p["drain_bubbles"] + p["row_interval"] * (rows - 1)
+        per_tile = (k + p["drain_bubbles"] + p["row_interval"] * (rows - 1)
+                    + (p.get("output_buffer") == "none"))   # ... and row m-1 without a buffer
     else:
         per_tile = (max(k + p["drain_bubbles"], p["tile_spacing"])
                     + (p["row_interval"] - 1) * (rows - 1))
