@@ -23,7 +23,7 @@ class ICEBreaker(Board):
     dsp_backend = "ice40"
     # The default build is the accelerator top, so that the host driver talks to the board
     # as to the co-simulation: the 4x4 INT8 array in all 8 SB_MAC16 (dual 8x8), which takes
-    # 5247 of the UP5K's 5280 logic cells with the options below; long to route (about 12
+    # 5249 of the UP5K's 5280 logic cells with the options below; long to route (about 12
     # minutes, docs/BOARDS.md). The binary engine is sized to the logic left, which is none:
     # the smallest build of both engines took 5331 cells. It builds alone instead, at 4 PE x
     # 32 (`--no-int8`, 4769 cells). WEIGHTS and ACTIVATIONS live in the 4 SPRAMs; the other
