@@ -33,11 +33,13 @@ def add_build_options(parser):
     parser.add_argument("--int8", dest="int8", action="store_true", default=None,
                         help="include the INT8 engine")
     parser.add_argument("--no-int8", dest="int8", action="store_false",
-                        help="leave the INT8 engine out")
+                        help="leave the INT8 engine out (and build the binary engine, "
+                             "unless --no-binary)")
     parser.add_argument("--binary", dest="binary", action="store_true", default=None,
                         help="include the binary engine")
     parser.add_argument("--no-binary", dest="binary", action="store_false",
-                        help="leave the binary engine out")
+                        help="leave the binary engine out (and build the INT8 engine, "
+                             "unless --no-int8)")
     parser.add_argument("--clock", type=_frequency, metavar="HZ",
                         help="fabric clock, e.g. 24e6 or 24MHz (made by the board's PLL)")
     parser.add_argument("--baud", type=int, help="host UART baud rate")
