@@ -7,7 +7,7 @@ the peak INT8 MAC/s and binary op/s at the configured clock and at Fmax, and the
 Each build's report.json stays in ``--out`` (default ``build/bench-boards``).
 
 Each board builds its default design (the iCEBreaker: the accelerator top with its 4x4 INT8
-engine alone in all 8 SB_MAC16, about 12 minutes to route a full UP5K; the ULX3S: the top
+engine alone in all 8 SB_MAC16, about 7 minutes to route a full UP5K; the ULX3S: the top
 with both engines; the KCU105: the stand-in) unless ``--design`` says otherwise.
 ``--boards icebreaker --no-int8`` builds the top's binary engine alone (4 PE x 32);
 ``--boards icebreaker --design standin`` the 4x4 INT8 array on a small test protocol;
@@ -126,7 +126,8 @@ def main(argv=None):
     parser.add_argument("--design", default=None,
                         help=f"design factory ({', '.join(DESIGNS)}); default: each board's")
     parser.add_argument("--out", type=Path, default=Path("build") / "bench-boards")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=None,
+                        help="nextpnr placement seed (default: each board's)")
     parser.add_argument("--int8", dest="int8", action="store_true", default=None,
                         help="include the INT8 engine in every board's default")
     parser.add_argument("--no-int8", dest="int8", action="store_false",
@@ -159,13 +160,14 @@ def main(argv=None):
             parser.error(f"{name}: {exc}")
     rows = run(args.boards, args.design, args.out.resolve(), args.seed, args.quiet, changes,
                options)
+    seed_text = f"seed {args.seed}" if args.seed is not None else "each board's seed"
     header = ("board", "LUT", "FF", "DSP", "BRAM", "clock MHz", "Fmax MHz",
               "INT8 MAC/s (clock / Fmax)", "binary op/s (clock / Fmax)", "build s", "status")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     print(f"\nBoard builds, {'design ' + repr(args.design) if args.design else 'default designs'}, "
           f"default configurations"
           f"{' with ' + str({**changes, **options}) if changes or options else ''} "
-          f"({platform.machine()}, {os.cpu_count()} cores, seed {args.seed}):\n")
+          f"({platform.machine()}, {os.cpu_count()} cores, {seed_text}):\n")
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
     print("\nFmax: nextpnr's estimate after routing (n/a: synthesis only, no timing). Build "

@@ -234,6 +234,8 @@ class Board:
         Tools a bitstream build needs (Amaranth's names).
     program_tools : tuple of str
         Programmers tried by ``qaccel program``, in order.
+    placement_seed : int
+        nextpnr's ``--seed`` when the build is given none.
     """
 
     name = None
@@ -254,6 +256,7 @@ class Board:
     dsp_name = "DSP"
     build_tools = ()
     program_tools = ()
+    placement_seed = 1
 
     # -- platform ------------------------------------------------------------------------
 

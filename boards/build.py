@@ -293,7 +293,7 @@ def _board_core_memories(board):
     return {"UART receive FIFO": (8, 15)} if board.family == "ice40" else {}
 
 
-def build(board, config=None, *, design=None, out_dir=None, name="top", seed=1,
+def build(board, config=None, *, design=None, out_dir=None, name="top", seed=None,
           allow_timing_fail=False, synth_only=False, progress=None):
     """Build ``config`` for ``board``: a bitstream, or the Vivado plan on Xilinx.
 
@@ -306,8 +306,8 @@ def build(board, config=None, *, design=None, out_dir=None, name="top", seed=1,
         Design factory (see :data:`DESIGNS`); default: the board's ``default_design``.
     out_dir : path-like or None
         Build folder (default ``build/<board>``); files of a previous build are overwritten.
-    seed : int
-        nextpnr placement seed.
+    seed : int or None
+        nextpnr placement seed; default: the board's :attr:`~.base.Board.placement_seed`.
     allow_timing_fail : bool
         Keep a bitstream that misses the target clock instead of raising
         :class:`TimingFailed`.
@@ -361,6 +361,8 @@ def build(board, config=None, *, design=None, out_dir=None, name="top", seed=1,
                       if estimate.spram_available else "") + ": fits")
 
     overrides = dict(board.toolchain_overrides(config))
+    if seed is None:
+        seed = board.placement_seed
     if board.family in ("ice40", "ecp5"):
         overrides["nextpnr_opts"] = [*overrides.get("nextpnr_opts", []),
                                      "--report", f"{name}.report.json", "--timing-allow-fail",

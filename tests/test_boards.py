@@ -556,6 +556,26 @@ def test_tool_error_only_in_its_log_file(tmp_path, monkeypatch):
     assert "a bug in yosys, not in the configuration" in message
 
 
+def test_placement_seed_defaults_to_the_boards(tmp_path, monkeypatch):
+    """nextpnr's --seed is the board's `placement_seed` unless the build names one (the
+    iCEBreaker's default routes fastest with seed 3); synthesis fails at once here, with the
+    build plan written."""
+    from qaccel.boards.build import BuildError, Progress, build
+
+    fake = tmp_path / "fake-yosys"
+    fake.write_text(f"#!{sys.executable}\nimport sys\nsys.exit(1)\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("YOSYS", str(fake))
+    board = get_board("icebreaker")
+    assert board.placement_seed == 3 and get_board("ulx3s").placement_seed == 1
+    config = board.config(rows=2, cols=2)
+    for seed, expected in ((None, "--seed 3"), (5, "--seed 5")):
+        out = tmp_path / f"seed-{seed}"
+        with pytest.raises(BuildError, match="synthesis"):
+            build(board, config, out_dir=out, seed=seed, progress=Progress(None))
+        assert expected in (out / "build_top.sh").read_text()
+
+
 def test_abc9_assertion_falls_back_to_classic_abc(tmp_path, monkeypatch):
     """ECP5: when ABC9 stops on an internal assertion, synthesis runs again with classic ABC
     (the script rewritten around the same options), and the build notes say so."""
@@ -641,7 +661,8 @@ def test_icebreaker_default_bitstream(tmp_path):
     requantizer, no hold registers, no operand skid or output buffer, the bit-serial CRC); no
     logic is left for a binary engine (docs/BOARDS.md). A bitstream, SB_MAC16 and memories
     as estimated, timing met at the board's clock, the INFO the host tiles with. It fills
-    99 % of the UP5K's logic cells, so it routes slowly: about 12 minutes."""
+    99 % of the UP5K's logic cells, so it routes slowly: about 7 minutes with the board's
+    placement seed, 20 with seed 1."""
     from qaccel.boards.build import Progress, build
     from qaccel.boards.designs import top_config
 
