@@ -49,8 +49,8 @@ def add_build_options(parser):
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="build folder (default build/<board>)")
     parser.add_argument("--seed", type=int, default=None,
-                        help="nextpnr placement seed (default: the board's; 3 on the "
-                             "iCEBreaker, where it routes the default build fastest, else 1)")
+                        help="nextpnr placement seed (default: the board's "
+                             "placement_seed, chosen for its default build)")
     parser.add_argument("--allow-timing-fail", action="store_true",
                         help="keep a bitstream that misses the target clock")
     parser.add_argument("--synth-only", action="store_true",

@@ -26,7 +26,7 @@ class ICEBreaker(Board):
     # 5249 of the UP5K's 5280 logic cells with the options below; long to route (about 7
     # minutes, docs/BOARDS.md). The binary engine is sized to the logic left, which is none:
     # the smallest build of both engines took 5331 cells. It builds alone instead, at 4 PE x
-    # 32 (`--no-int8`, 4769 cells). WEIGHTS and ACTIVATIONS live in the 4 SPRAMs; the other
+    # 32 (`--no-int8`, about 4800 cells). WEIGHTS and ACTIVATIONS live in the 4 SPRAMs; the other
     # buffers, the counters and the UART FIFO take block RAMs (15 of 30 for the INT8 engine,
     # 29 for the binary one: its 512 x 32 weight store and 3 thresholds per channel).
     # `--design standin` builds the same 4x4 array on a small test protocol.

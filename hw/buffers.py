@@ -22,10 +22,11 @@ READ while a run is in progress, so the two never compete).
 With ``single_port`` set, WEIGHTS and ACTIVATIONS have one port each, for reads and writes:
 the engines only read them, and the host never reads and writes in the same cycle (WRITE
 copies, READ fetches its reply, one command at a time). A write wins the port, and the read
-data after it is not used (in simulation it holds; the SPRAM's is undefined). Such a memory is named ``<buffer>_spram`` and carries ``ram_style="huge"``, which
-Yosys maps to the iCE40 UltraPlus SPRAM (16 bits x 16384 per block, single-port) once its
-initial contents are dropped (SPRAM has none; the iCE40 board's build script drops them):
-the UP5K's 4 SPRAMs hold 128 KiB, its 30 block RAMs 15 KiB. ``tests/test_buffers.py`` runs
+data after it is not used (in simulation it holds; the SPRAM's is undefined). Such a memory
+is named ``<buffer>_spram`` and carries ``ram_style="huge"``, which Yosys maps to the iCE40
+UltraPlus SPRAM (16 bits x 16384 per block, single-port) once its initial contents are
+dropped (SPRAM has none; the iCE40 board's build script drops them): the UP5K's 4 SPRAMs
+hold 128 KiB, its 30 block RAMs 15 KiB. ``tests/test_buffers.py`` runs
 the bank's testbench on that mapping too, with Yosys' ``SB_SPRAM256KA`` model (whose output
 is undefined after a write: nothing reads it then).
 """

@@ -251,8 +251,8 @@ def test_engine_options_imply_engines():
     assert implied_engines(False, False) == (False, False)   # refused by BuildConfig
     board = get_board("icebreaker")
     int8, binary = implied_engines(None, None, pe=2)
-    assert (board.config(int8=int8, binary=binary).int8,
-            board.config(int8=int8, binary=binary).binary) == (True, True)
+    config = board.config(int8=int8, binary=binary)
+    assert (config.int8, config.binary) == (True, True)
 
 
 def test_build_counts_the_board_cores_memory(tmp_path):
